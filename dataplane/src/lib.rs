@@ -1,0 +1,20 @@
+//! Ferry's dataplane: the packet pipeline that runs unchanged behind the AF_XDP workers and
+//! behind the offline pcap replay.
+//!
+//! Crate map (top to bottom is the order a packet meets them):
+//! - [`wire`]: typed views over frame bytes (Ethernet, ARP, IPv4, ICMP, UDP, TCP, IPIP, VXLAN),
+//!   in-place push/pop of outer headers and RFC 1624 checksum updates.
+//! - [`lpm`]: IPv4 longest-prefix match (DIR-24-8 with tbl8 groups).
+//! - [`tables`]: the immutable forwarding snapshot a worker reads once per batch.
+//! - [`pipeline`]: the batch of stages: parse, decap, route, TTL, MTU, encap, rewrite, verdict.
+//! - [`icmp`]: router-originated ICMP errors and their Linux-style rate limit.
+//! - [`stats`]: per-worker counters, drop reasons.
+#![forbid(unsafe_code)]
+
+pub mod fixtures;
+pub mod icmp;
+pub mod lpm;
+pub mod pipeline;
+pub mod stats;
+pub mod tables;
+pub mod wire;
