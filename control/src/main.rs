@@ -1,1 +1,171 @@
-fn main() {}
+//! `ferry`: Ferry's command line.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::io::{BufReader, BufWriter, Write};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Ferry: a Kubernetes node dataplane over AF_XDP, Calico-compatible."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the packet pipeline offline over a capture.
+    ///
+    /// Each input packet enters on the port named by its pcapng interface (or on --port for a
+    /// pcap file); every packet that leaves is written to OUT.pcapng on an interface named after
+    /// its egress port ("host" for frames handed to the kernel). Drops are counted by reason.
+    Replay {
+        /// Forwarding tables (TOML; see docs/tables.md and docs/examples/).
+        #[arg(long, value_name = "FILE")]
+        tables: PathBuf,
+        /// Input capture, pcap or pcapng, Ethernet link type.
+        #[arg(long = "in", value_name = "IN.pcap[ng]")]
+        input: PathBuf,
+        /// Output capture (pcapng), one interface per port.
+        #[arg(long = "out", value_name = "OUT.pcapng")]
+        output: PathBuf,
+        /// Ingress port for a pcap file, or for pcapng interfaces whose name is not a port.
+        #[arg(long, value_name = "NAME")]
+        port: Option<String>,
+        /// Also write the summary as JSON to this file ("-" for standard output).
+        #[arg(long, value_name = "SUMMARY")]
+        json: Option<PathBuf>,
+    },
+    /// Inspect forwarding tables.
+    Tables {
+        #[command(subcommand)]
+        command: TablesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TablesCommand {
+    /// Check a tables file and print the routes it compiles to.
+    Check {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("ferry: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Replay {
+            tables,
+            input,
+            output,
+            port,
+            json,
+        } => replay(tables, input, output, port, json),
+        Command::Tables {
+            command: TablesCommand::Check { file },
+        } => tables_check(file),
+    }
+}
+
+fn replay(
+    tables: PathBuf,
+    input: PathBuf,
+    output: PathBuf,
+    port: Option<String>,
+    json: Option<PathBuf>,
+) -> Result<()> {
+    let t = control::tables_file::load(&tables, 1)?;
+    let inf =
+        std::fs::File::open(&input).with_context(|| format!("cannot open {}", input.display()))?;
+    // Write to a temporary file and rename at the end, so a failed replay leaves no half output.
+    let tmp = output.with_extension("pcapng.partial");
+    let outf =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let result = control::replay::replay(
+        &t,
+        BufReader::new(inf),
+        BufWriter::new(outf),
+        port.as_deref(),
+    );
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("replay of {} failed", input.display()));
+        }
+    };
+    std::fs::rename(&tmp, &output)
+        .with_context(|| format!("cannot move output to {}", output.display()))?;
+    let v = |k: &str| summary.verdicts.get(k).copied().unwrap_or(0);
+    println!(
+        "{} packets in: {} transmitted, {} to host, {} dropped; wrote {} packets to {}",
+        summary.input_packets,
+        v("tx"),
+        v("host"),
+        v("drop"),
+        summary.output_packets,
+        output.display()
+    );
+    for (port, n) in &summary.tx_by_port {
+        println!("  tx {port:<16} {n}");
+    }
+    for (reason, n) in &summary.pipeline.drops {
+        println!("  drop {reason:<22} {n}");
+    }
+    for (k, n) in &summary.pipeline.icmp_sent {
+        println!("  icmp {k:<22} {n}");
+    }
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&summary)?;
+        if path.as_os_str() == "-" {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{text}")?;
+        } else {
+            std::fs::write(&path, text + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn tables_check(file: PathBuf) -> Result<()> {
+    let t = control::tables_file::load(&file, 1)?;
+    println!(
+        "{}: node {} ({} ports, {} peers, {} routes)",
+        file.display(),
+        t.node_name,
+        t.ports.len(),
+        t.peers.len(),
+        t.routes.len()
+    );
+    let mut routes = t.routes.clone();
+    routes.sort_by_key(|r| (std::cmp::Reverse(r.prefix.len), r.prefix.addr));
+    for r in routes {
+        let a = &t.adjacencies[r.adjacency as usize];
+        let port = t
+            .ports
+            .get(usize::from(a.port))
+            .map(|p| p.name.as_str())
+            .unwrap_or("-");
+        println!(
+            "  {:<20} {:<28} {:?} via {} mtu {}",
+            r.prefix.to_string(),
+            r.origin,
+            a.kind,
+            port,
+            a.mtu
+        );
+    }
+    Ok(())
+}
