@@ -108,10 +108,12 @@ fn replay(
     std::fs::rename(&tmp, &output)
         .with_context(|| format!("cannot move output to {}", output.display()))?;
     let v = |k: &str| summary.verdicts.get(k).copied().unwrap_or(0);
+    let icmp: u64 = summary.pipeline.icmp_sent.values().sum();
     println!(
-        "{} packets in: {} transmitted, {} to host, {} dropped; wrote {} packets to {}",
+        "{} packets in: {} forwarded, {} answered with an ICMP error, {} to the host, {} dropped; wrote {} packets to {}",
         summary.input_packets,
-        v("tx"),
+        v("tx") - icmp,
+        icmp,
         v("host"),
         v("drop"),
         summary.output_packets,

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what Ferry's build, demo and tests need on a fresh Debian machine (run as root).
+# Idempotent: skips what is already there.
+set -euo pipefail
+need=()
+for pkg in tshark tcpdump iproute2 ethtool clang llvm libelf-dev zlib1g-dev pkg-config m4 libpcap-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # tshark asks whether non-root users may capture; answer no without a prompt.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo is missing; install Rust (rustup) first" >&2
+  exit 1
+fi
+command -v cargo-nextest >/dev/null || echo "setup: cargo-nextest not found; tests run with cargo test"
+echo "setup: ok ($(cargo --version), $(tshark --version | head -1))"
