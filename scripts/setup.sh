@@ -3,7 +3,7 @@
 # Idempotent: skips what is already there.
 set -euo pipefail
 need=()
-for pkg in tshark tcpdump iproute2 ethtool clang llvm libelf-dev zlib1g-dev pkg-config m4 libpcap-dev; do
+for pkg in tshark tcpdump iproute2 ethtool iputils-ping clang llvm libelf-dev zlib1g-dev pkg-config m4 libpcap-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

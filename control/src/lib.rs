@@ -1,5 +1,7 @@
 //! Ferry's control plane. Today: loading forwarding tables from their text form and the offline
 //! pcap replay of the pipeline; the control-plane issue adds cluster sources, IPAM and the CNI.
 
+pub mod metrics;
+pub mod node;
 pub mod replay;
 pub mod tables_file;

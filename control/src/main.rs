@@ -40,10 +40,43 @@ enum Command {
         #[arg(long, value_name = "SUMMARY")]
         json: Option<PathBuf>,
     },
+    /// The node daemon.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
     /// Inspect forwarding tables.
     Tables {
         #[command(subcommand)]
         command: TablesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Forward this node's pod traffic with AF_XDP until SIGTERM.
+    ///
+    /// Run inside the node's network namespace as root. Attaches Ferry's XDP steering program to
+    /// every port of the tables (pod veths and the uplink), opens one AF_XDP socket per port on a
+    /// shared UMEM, and forwards. SIGHUP reloads the tables file (same ports); SIGTERM or SIGINT
+    /// stop cleanly. If Ferry dies, the kernel detaches its programs and the node's own traffic
+    /// keeps flowing.
+    Run {
+        /// Forwarding tables of this node (TOML; see docs/tables.md).
+        #[arg(long, value_name = "FILE")]
+        tables: PathBuf,
+        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9091).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Pin the worker to this CPU core.
+        #[arg(long, value_name = "N")]
+        core: Option<usize>,
+        /// Idle polls before the worker sleeps in poll(2); 0 = always busy-poll.
+        #[arg(long, default_value_t = 2000)]
+        idle_spins: u32,
+        /// UMEM frames (2 KiB each).
+        #[arg(long, default_value_t = 8192)]
+        frames: u32,
     },
 }
 
@@ -75,6 +108,28 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tables {
             command: TablesCommand::Check { file },
         } => tables_check(file),
+        Command::Node {
+            command:
+                NodeCommand::Run {
+                    tables,
+                    metrics,
+                    core,
+                    idle_spins,
+                    frames,
+                },
+        } => {
+            let worker = dataplane::worker::WorkerConfig {
+                core,
+                idle_spins,
+                frames,
+                ..Default::default()
+            };
+            control::node::run(control::node::NodeOptions {
+                tables,
+                metrics,
+                worker,
+            })
+        }
     }
 }
 

@@ -9,12 +9,19 @@
 //! - [`pipeline`]: the batch of stages: parse, decap, route, TTL, MTU, encap, rewrite, verdict.
 //! - [`icmp`]: router-originated ICMP errors and their Linux-style rate limit.
 //! - [`stats`]: per-worker counters, drop reasons.
-#![forbid(unsafe_code)]
+//! - [`xsk`]: AF_XDP sockets on a shared UMEM (the only `unsafe` code), [`steer`]: the XDP
+//!   program that decides what reaches them, [`worker`]: the poll loop joining I/O and pipeline.
+#![deny(unsafe_code)]
 
 pub mod fixtures;
 pub mod icmp;
 pub mod lpm;
 pub mod pipeline;
 pub mod stats;
+pub mod steer;
 pub mod tables;
 pub mod wire;
+pub mod worker;
+// The one module that talks to the kernel's AF_XDP rings; every block carries a SAFETY note.
+#[allow(unsafe_code)]
+pub mod xsk;

@@ -226,13 +226,12 @@ impl Lpm {
     ///
     /// Why a batch is faster than a loop of [`lookup`](Self::lookup): a lookup is one or two
     /// cache misses (64 MiB of `tbl24` does not stay cached) and little else, so throughput is
-    /// set by how many misses are in flight at once. The addresses are taken in chunks of
-    /// [`BATCH_CHUNK`]; all `tbl24` loads of a chunk are independent and issued together, and
-    /// they are issued *before* the previous chunk's dependent tbl8 loads and its
-    /// hard-to-predict "extended?" branches are resolved (a two-stage software pipeline).
-    /// That keeps a chunk's worth of misses in flight across branch mispredictions. DPDK's
-    /// `rte_lpm_lookup_bulk` / FIB bulk lookup get the same effect from `rte_prefetch0`,
-    /// which safe Rust cannot issue.
+    /// set by how many misses are in flight at once. The addresses are taken in chunks of 16.
+    /// The `tbl24` loads of a chunk are independent and issued together, *before* the
+    /// previous chunk's dependent tbl8 loads and hard-to-predict "extended?" branches (a
+    /// two-stage software pipeline), so a chunk's worth of misses stays in flight across
+    /// branch mispredictions. DPDK's `rte_lpm_lookup_bulk` and FIB bulk lookup get the same
+    /// effect from `rte_prefetch0`, which safe Rust cannot issue.
     pub fn lookup_batch(&self, addrs: &[u32], out: &mut [u32], miss: u32) {
         let n = addrs.len().min(out.len());
         let (addrs, out) = (&addrs[..n], &mut out[..n]);

@@ -1,2 +1,104 @@
-//! Network-namespace labs (`ferry-lab`): nodes, pods and a router as real namespaces and veth
-//! links. Built by the lab issue; until then the pipeline is exercised offline by `ferry replay`.
+//! Network-namespace labs for Ferry (`ferry-lab`, documented in `docs/lab.md`): a router,
+//! nodes and pods as real network namespaces joined by veth pairs and bridges, addressed and
+//! MAC'd exactly like the study lab of [`dataplane::fixtures`], so that the tables the fixtures
+//! produce are the tables of the lab.
+//!
+//! ```no_run
+//! use testbeds::{Lab, Topology, UpOptions};
+//! let lab = Lab::up(&Topology::study(), &UpOptions::default())?;   // the guard
+//! assert!(lab.ping("k8s-w1-pod1", "172.16.158.2".parse().unwrap(), 2)?);
+//! let ferry = lab.spawn_in("k8s-w1", ["ferry", "node", "--config", "/tmp/w1.toml"])?;
+//! // … test …
+//! drop(ferry); // SIGTERM, then SIGKILL
+//! drop(lab);   // every namespace, link and process of the lab is gone (also on panic)
+//! # Ok::<(), testbeds::LabError>(())
+//! ```
+//!
+//! Modules: [`topology`] (the file format and its checks), [`plan`] (what a topology becomes:
+//! namespaces, links, routes, and the `ip` batches that build them), [`Lab`] (up, down, exec,
+//! spawn, capture, status), [`process`] (guarded child processes).
+
+pub mod lab;
+pub mod plan;
+pub mod process;
+pub mod status;
+pub mod sys;
+pub mod topology;
+
+pub use lab::{
+    normalize_id, prefix_of, DownReport, Lab, LabInfo, LabState, Phase, UpOptions, UpTimings,
+    KEEP_ENV, STATE_DIR,
+};
+pub use plan::{Plan, Role};
+pub use process::{Capture, LabChild};
+pub use status::LabStatus;
+pub use topology::{Topology, TopologyError, TopologySpec};
+
+/// Everything that can go wrong with a lab.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error("ferry-lab needs root (network namespaces, veths and bridges need CAP_NET_ADMIN and CAP_SYS_ADMIN)")]
+    NotRoot,
+    #[error("`{0}` is not installed (bash scripts/setup.sh installs it)")]
+    MissingProgram(&'static str),
+    #[error("lab id {id:?} is invalid: {reason}")]
+    BadId { id: String, reason: String },
+    #[error("lab fl-{id} already exists: {detail}; remove it with `ferry-lab down --lab {id}` or use --replace")]
+    Exists { id: String, detail: String },
+    #[error("no lab fl-{id}{hint}")]
+    NotFound { id: String, hint: String },
+    #[error("building lab fl-{id} failed: {source}\n({rollback})")]
+    UpFailed {
+        id: String,
+        source: Box<LabError>,
+        rollback: String,
+    },
+    #[error("the lab does not match its topology:\n  {}", problems.join("\n  "))]
+    Unhealthy { problems: Vec<String> },
+    #[error("lab fl-{id}: namespaces left after deleting them: {}", namespaces.join(", "))]
+    Leftovers { id: String, namespaces: Vec<String> },
+    #[error("{what}: `{command}` failed ({status}): {stderr}")]
+    Command {
+        what: String,
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("state file {path} is unreadable: {source}")]
+    StateFormat {
+        path: std::path::PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{target:?} is not a node, pod or router of the lab (known: {known})")]
+    UnknownTarget { target: String, known: String },
+    #[error("link {link:?}: {reason}")]
+    UnknownLink { link: String, reason: String },
+    #[error("no command given")]
+    EmptyCommand,
+    #[error("timed out waiting for {what}")]
+    Timeout { what: String },
+}
+
+/// Whether this process can build labs (root, `ip` present); the reason if not. Tests use it to
+/// skip with a clear message on machines without privileges.
+pub fn can_run() -> Result<(), LabError> {
+    if !sys::is_root() {
+        return Err(LabError::NotRoot);
+    }
+    if !sys::have_program("ip") {
+        return Err(LabError::MissingProgram("ip"));
+    }
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! Prometheus metrics over HTTP (`GET /metrics`, text format 0.0.4), read from the workers'
+//! published counters; no lock or allocation on the packet path, one small thread here.
+
+use anyhow::{Context, Result};
+use dataplane::stats::{DropReason, IcmpSent};
+use dataplane::worker::{WorkerShared, BATCH_BUCKETS, BATCH_BUCKET_LE};
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct MetricsState {
+    workers: Vec<Arc<WorkerShared>>,
+    ports: Vec<String>,
+    generation: AtomicU64,
+}
+
+impl MetricsState {
+    pub fn new(workers: Vec<Arc<WorkerShared>>, ports: Vec<String>) -> Self {
+        MetricsState {
+            workers,
+            ports,
+            generation: AtomicU64::new(1),
+        }
+    }
+
+    pub fn set_generation(&self, g: u64) {
+        self.generation.store(g, Ordering::Relaxed);
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(8192);
+        let r = Ordering::Relaxed;
+        let counter =
+            |o: &mut String, name: &str, help: &str, get: &dyn Fn(&WorkerShared) -> u64| {
+                let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (i, w) in self.workers.iter().enumerate() {
+                    let _ = writeln!(o, "{name}{{worker=\"{i}\"}} {}", get(w));
+                }
+            };
+        counter(
+            &mut o,
+            "ferry_rx_packets_total",
+            "Frames received from AF_XDP sockets.",
+            &|w| w.rx_packets.load(r),
+        );
+        counter(
+            &mut o,
+            "ferry_rx_bytes_total",
+            "Bytes received from AF_XDP sockets.",
+            &|w| w.rx_bytes.load(r),
+        );
+        counter(
+            &mut o,
+            "ferry_tx_packets_total",
+            "Frames the pipeline transmitted.",
+            &|w| w.tx_packets.load(r),
+        );
+        counter(
+            &mut o,
+            "ferry_tx_bytes_total",
+            "Bytes the pipeline transmitted.",
+            &|w| w.tx_bytes.load(r),
+        );
+        counter(
+            &mut o,
+            "ferry_host_packets_total",
+            "Frames the pipeline handed to the host.",
+            &|w| w.host_packets.load(r),
+        );
+        counter(
+            &mut o,
+            "ferry_tx_ring_full_total",
+            "Frames dropped because a tx ring was full.",
+            &|w| w.tx_ring_full.load(r),
+        );
+        counter(
+            &mut o,
+            "ferry_host_unsteered_total",
+            "Frames for the host that reached Ferry (dropped).",
+            &|w| w.host_unsteered.load(r),
+        );
+        counter(&mut o, "ferry_batches_total", "Batches processed.", &|w| {
+            w.batches.load(r)
+        });
+        counter(
+            &mut o,
+            "ferry_icmp_rate_limited_total",
+            "ICMP errors suppressed by the rate limit.",
+            &|w| w.icmp_rate_limited.load(r),
+        );
+        counter(
+            &mut o,
+            "ferry_idle_sleeps_total",
+            "Times a worker slept in poll(2) for lack of traffic.",
+            &|w| w.idle_sleeps.load(r),
+        );
+        let _ = writeln!(o, "# HELP ferry_drops_total Packets dropped, by reason.\n# TYPE ferry_drops_total counter");
+        for (i, w) in self.workers.iter().enumerate() {
+            for reason in DropReason::ALL {
+                let _ = writeln!(
+                    o,
+                    "ferry_drops_total{{worker=\"{i}\",reason=\"{}\"}} {}",
+                    reason.as_str(),
+                    w.drops[reason as usize].load(r)
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "# HELP ferry_icmp_sent_total ICMP errors sent.\n# TYPE ferry_icmp_sent_total counter"
+        );
+        for (i, w) in self.workers.iter().enumerate() {
+            for k in IcmpSent::ALL {
+                let _ = writeln!(
+                    o,
+                    "ferry_icmp_sent_total{{worker=\"{i}\",type=\"{}\"}} {}",
+                    k.as_str(),
+                    w.icmp_sent[k as usize].load(r)
+                );
+            }
+        }
+        let _ = writeln!(o, "# HELP ferry_tunnel_packets_total Packets encapsulated and decapsulated.\n# TYPE ferry_tunnel_packets_total counter");
+        for (i, w) in self.workers.iter().enumerate() {
+            for (dir, tun, v) in [
+                ("encap", "ipip", &w.encap_ipip),
+                ("encap", "vxlan", &w.encap_vxlan),
+                ("decap", "ipip", &w.decap_ipip),
+                ("decap", "vxlan", &w.decap_vxlan),
+            ] {
+                let _ = writeln!(o, "ferry_tunnel_packets_total{{worker=\"{i}\",direction=\"{dir}\",tunnel=\"{tun}\"}} {}", v.load(r));
+            }
+        }
+        let _ = writeln!(
+            o,
+            "# HELP ferry_batch_size Frames per received batch.\n# TYPE ferry_batch_size histogram"
+        );
+        for (i, w) in self.workers.iter().enumerate() {
+            let mut cum = 0;
+            for b in 0..BATCH_BUCKETS {
+                cum += w.batch_sizes[b].load(r);
+                let _ = writeln!(
+                    o,
+                    "ferry_batch_size_bucket{{worker=\"{i}\",le=\"{}\"}} {cum}",
+                    BATCH_BUCKET_LE[b]
+                );
+            }
+            let _ = writeln!(
+                o,
+                "ferry_batch_size_bucket{{worker=\"{i}\",le=\"+Inf\"}} {cum}"
+            );
+            let _ = writeln!(o, "ferry_batch_size_count{{worker=\"{i}\"}} {cum}");
+            let _ = writeln!(
+                o,
+                "ferry_batch_size_sum{{worker=\"{i}\"}} {}",
+                w.rx_packets.load(r)
+            );
+        }
+        let _ = writeln!(o, "# HELP ferry_tables_generation Tables generation a worker uses.\n# TYPE ferry_tables_generation gauge");
+        for (i, w) in self.workers.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "ferry_tables_generation{{worker=\"{i}\"}} {}",
+                w.tables_generation.load(r)
+            );
+        }
+        let _ = writeln!(o, "# HELP ferry_tables_published_generation Latest tables generation published.\n# TYPE ferry_tables_published_generation gauge");
+        let _ = writeln!(
+            o,
+            "ferry_tables_published_generation {}",
+            self.generation.load(r)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP ferry_ports Ports Ferry forwards on.\n# TYPE ferry_ports gauge"
+        );
+        for p in &self.ports {
+            let _ = writeln!(o, "ferry_ports{{port=\"{p}\"}} 1");
+        }
+        o
+    }
+}
+
+/// Serves `/metrics` on `addr` from a background thread until `stop`.
+pub fn serve(addr: SocketAddr, state: Arc<MetricsState>, stop: Arc<AtomicBool>) -> Result<()> {
+    let listener =
+        TcpListener::bind(addr).with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    listener.set_nonblocking(true).context("metrics listener")?;
+    std::thread::Builder::new()
+        .name("ferry-metrics".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let _ = handle(s, &state);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        })
+        .context("cannot start the metrics thread")?;
+    Ok(())
+}
+
+fn handle(s: TcpStream, state: &MetricsState) -> std::io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut reader = BufReader::new(s.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    // Drain the headers.
+    let mut h = String::new();
+    while reader.read_line(&mut h)? > 2 {
+        h.clear();
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("/");
+    let (status, body, ctype) = match path {
+        "/metrics" => ("200 OK", state.render(), "text/plain; version=0.0.4"),
+        "/healthz" => ("200 OK", "ok\n".to_string(), "text/plain"),
+        _ => ("404 Not Found", "try /metrics\n".to_string(), "text/plain"),
+    };
+    let mut w = s;
+    write!(w, "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+}

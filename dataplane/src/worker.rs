@@ -1,0 +1,319 @@
+//! A poll-mode worker: AF_XDP sockets on every port of the node, one shared UMEM, and the
+//! pipeline between them. Per iteration and port: reap completed transmissions, top the fill
+//! ring up, receive a batch of up to 64 frames, run the pipeline over it in place, queue each
+//! frame on its egress port's tx ring (no copy: the UMEM is shared), one kick per port. Counters
+//! are published to atomics once per batch for `/metrics`. When no port has had traffic for a
+//! while the worker sleeps in poll(2), so idle nodes do not spin (several lab nodes share two
+//! cores); under load it never sleeps.
+
+use crate::pipeline::{Packet, Pipeline, Verdict, BATCH};
+use crate::stats::{DropReason, IcmpSent, Stats};
+use crate::tables::{PortId, TablesReader};
+use crate::wire::Frame;
+use crate::xsk::{self, RingSizes, Umem, XskError, XskFrame, XskSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// UMEM frames (chunks) of this worker.
+    pub frames: u32,
+    pub chunk_size: u32,
+    pub rings: RingSizes,
+    /// Idle iterations before sleeping in poll(2); 0 never sleeps (pure busy polling).
+    pub idle_spins: u32,
+    /// How long one idle sleep may last.
+    pub idle_sleep_ms: i32,
+    /// Core to pin the worker thread to.
+    pub core: Option<usize>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            frames: 8192,
+            chunk_size: 2048,
+            rings: RingSizes::default(),
+            idle_spins: 2000,
+            idle_sleep_ms: 10,
+            core: None,
+        }
+    }
+}
+
+/// Number of batch-size histogram buckets: sizes 1, 2–3, 4–7, 8–15, 16–31, 32–63, 64.
+pub const BATCH_BUCKETS: usize = 7;
+/// Upper bounds of the batch-size buckets, for Prometheus `le` labels.
+pub const BATCH_BUCKET_LE: [u32; BATCH_BUCKETS] = [1, 3, 7, 15, 31, 63, 64];
+
+/// Counters one worker publishes (written by the worker only, read by the metrics server).
+#[derive(Default)]
+pub struct WorkerShared {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub host_packets: AtomicU64,
+    pub drops: [AtomicU64; DropReason::COUNT],
+    pub icmp_sent: [AtomicU64; IcmpSent::COUNT],
+    pub icmp_rate_limited: AtomicU64,
+    pub encap_ipip: AtomicU64,
+    pub encap_vxlan: AtomicU64,
+    pub decap_ipip: AtomicU64,
+    pub decap_vxlan: AtomicU64,
+    /// Frames the tx ring had no room for (dropped).
+    pub tx_ring_full: AtomicU64,
+    /// Frames the pipeline gave to the host although the steering program should have passed
+    /// them to the kernel itself (dropped: AF_XDP cannot hand a frame to the stack).
+    pub host_unsteered: AtomicU64,
+    pub batches: AtomicU64,
+    pub batch_sizes: [AtomicU64; BATCH_BUCKETS],
+    pub tables_generation: AtomicU64,
+    pub idle_sleeps: AtomicU64,
+}
+
+impl WorkerShared {
+    fn publish(&self, s: &Stats) {
+        let r = Ordering::Relaxed;
+        self.rx_packets.store(s.rx_packets, r);
+        self.rx_bytes.store(s.rx_bytes, r);
+        self.tx_packets.store(s.tx_packets, r);
+        self.tx_bytes.store(s.tx_bytes, r);
+        self.host_packets.store(s.host_packets, r);
+        for (a, v) in self.drops.iter().zip(s.drops) {
+            a.store(v, r);
+        }
+        for (a, v) in self.icmp_sent.iter().zip(s.icmp_sent) {
+            a.store(v, r);
+        }
+        self.icmp_rate_limited.store(s.icmp_rate_limited, r);
+        self.encap_ipip.store(s.encap_ipip, r);
+        self.encap_vxlan.store(s.encap_vxlan, r);
+        self.decap_ipip.store(s.decap_ipip, r);
+        self.decap_vxlan.store(s.decap_vxlan, r);
+        self.batches.store(s.batches, r);
+    }
+}
+
+/// One worker: its UMEM, its sockets (one per receive queue of every port), its pipeline.
+pub struct Worker {
+    // Field order matters: sockets must close before the UMEM they registered is unmapped.
+    sockets: Vec<XskSocket>,
+    /// The port of each socket.
+    socket_port: Vec<PortId>,
+    /// The socket each port transmits on (its queue 0).
+    tx_socket: Vec<usize>,
+    umem: Umem,
+    free: Vec<XskFrame>,
+    pipeline: Pipeline,
+    tables: TablesReader,
+    shared: Arc<WorkerShared>,
+    config: WorkerConfig,
+}
+
+impl Worker {
+    /// Opens one socket per receive queue of every port, in port order: `ports[i]` is the name
+    /// and receive-queue count of port `i` in every tables snapshot this worker will see. (A
+    /// veth has one queue per CPU by default, and the kernel hands a frame only to the socket
+    /// bound to the queue it arrived on.)
+    pub fn new(
+        ports: &[(String, u32)],
+        tables: TablesReader,
+        config: WorkerConfig,
+        seed: u64,
+    ) -> Result<Worker, XskError> {
+        let (umem, free) = Umem::new(config.frames, config.chunk_size)?;
+        let mut sockets: Vec<XskSocket> = Vec::new();
+        let mut socket_port = Vec::new();
+        let mut tx_socket = Vec::with_capacity(ports.len());
+        for (port, (name, queues)) in ports.iter().enumerate() {
+            tx_socket.push(sockets.len());
+            for q in 0..(*queues).max(1) {
+                let s = XskSocket::bind(&umem, name, q, config.rings, sockets.first())?;
+                sockets.push(s);
+                socket_port.push(port as PortId);
+            }
+        }
+        Ok(Worker {
+            sockets,
+            socket_port,
+            tx_socket,
+            umem,
+            free,
+            pipeline: Pipeline::new(seed),
+            tables,
+            shared: Arc::new(WorkerShared::default()),
+            config,
+        })
+    }
+
+    /// The sockets of port `port`, in queue order, for the steering program's map.
+    pub fn port_sockets(&self, port: PortId) -> impl Iterator<Item = &XskSocket> {
+        self.sockets
+            .iter()
+            .zip(&self.socket_port)
+            .filter(move |(_, p)| **p == port)
+            .map(|(s, _)| s)
+    }
+
+    pub fn shared(&self) -> Arc<WorkerShared> {
+        self.shared.clone()
+    }
+
+    /// Runs until `stop` is set. Frames are shared out so every fill ring can hold its share
+    /// and a batch of every port can be in flight.
+    pub fn run(mut self, stop: &AtomicBool) {
+        if let Some(core) = self.config.core {
+            core_affinity::set_for_current(core_affinity::CoreId { id: core });
+        }
+        let nports = self.tx_socket.len();
+        let nsockets = self.sockets.len().max(1) as u32;
+        let fill_target = (self.config.frames / (nsockets + 1))
+            .min(self.config.rings.fill)
+            .max(1);
+        let start = Instant::now();
+        let mut rx: Vec<(XskFrame, usize, usize)> = Vec::with_capacity(BATCH);
+        let mut results: Vec<(Verdict, usize, usize)> = Vec::with_capacity(BATCH);
+        let mut tx_queues: Vec<Vec<(XskFrame, usize, usize)>> =
+            (0..nports).map(|_| Vec::with_capacity(BATCH)).collect();
+        let mut packet_store: Vec<Packet<'static>> = Vec::with_capacity(BATCH);
+        let mut idle = 0u32;
+        for s in &mut self.sockets {
+            s.refill(&mut self.free, fill_target);
+        }
+        while !stop.load(Ordering::Relaxed) {
+            let tables = self.tables.load();
+            self.shared
+                .tables_generation
+                .store(tables.generation, Ordering::Relaxed);
+            let mut work = 0usize;
+            for si in 0..self.sockets.len() {
+                let p = self.socket_port[si];
+                let sock = &mut self.sockets[si];
+                sock.reap(&self.umem, &mut self.free);
+                sock.refill(&mut self.free, fill_target);
+                let n = sock.recv(&self.umem, BATCH, &mut rx);
+                if n == 0 {
+                    continue;
+                }
+                work += n;
+                self.shared.batch_sizes[batch_bucket(rx.len())].fetch_add(1, Ordering::Relaxed);
+                let now_ns = start.elapsed().as_nanos() as u64;
+                {
+                    let mut packets = recycle(std::mem::take(&mut packet_store));
+                    let chunk_size = self.umem.chunk_size() as usize;
+                    for (frame, off, len) in rx.iter_mut() {
+                        // `recv` keeps descriptors inside their chunk; an empty frame (dropped
+                        // as malformed) stands in should that ever not hold.
+                        let (off, len) = if *off + *len <= chunk_size {
+                            (*off, *len)
+                        } else {
+                            (0, 0)
+                        };
+                        if let Ok(f) = Frame::new(self.umem.chunk_mut(frame), off, len) {
+                            packets.push(Packet::new(f, p));
+                        }
+                    }
+                    self.pipeline.process(&tables, &mut packets, now_ns);
+                    results.clear();
+                    results.extend(
+                        packets
+                            .iter()
+                            .map(|pk| (pk.verdict, pk.frame.head(), pk.frame.len())),
+                    );
+                    packet_store = recycle(packets);
+                }
+                for ((frame, _, _), (verdict, head, len)) in rx.drain(..).zip(results.drain(..)) {
+                    match verdict {
+                        Verdict::Tx(port) if usize::from(port) < tx_queues.len() => {
+                            tx_queues[usize::from(port)].push((frame, head, len))
+                        }
+                        Verdict::Host => {
+                            self.shared.host_unsteered.fetch_add(1, Ordering::Relaxed);
+                            self.free.push(frame);
+                        }
+                        _ => self.free.push(frame),
+                    }
+                }
+                for (q, out) in tx_queues.iter_mut().enumerate() {
+                    if out.is_empty() {
+                        continue;
+                    }
+                    let want = out.len();
+                    let sock = &mut self.sockets[self.tx_socket[q]];
+                    let sent = sock.send(out, &mut self.free);
+                    if sent < want {
+                        self.shared
+                            .tx_ring_full
+                            .fetch_add((want - sent) as u64, Ordering::Relaxed);
+                    }
+                    sock.kick();
+                }
+            }
+            if work > 0 {
+                idle = 0;
+                self.shared.publish(self.pipeline.stats());
+            } else {
+                idle += 1;
+                if self.config.idle_spins > 0 && idle >= self.config.idle_spins {
+                    // Frames still in tx rings need their completions reaped before sleeping.
+                    for s in &mut self.sockets {
+                        s.reap(&self.umem, &mut self.free);
+                    }
+                    self.shared.idle_sleeps.fetch_add(1, Ordering::Relaxed);
+                    xsk::wait_readable(&self.sockets, self.config.idle_sleep_ms);
+                    idle = 0;
+                }
+            }
+        }
+        self.shared.publish(self.pipeline.stats());
+    }
+}
+
+/// Reuses a vector's allocation for a vector of another lifetime: the packets of one batch
+/// borrow that batch's frames, so the vector cannot outlive them, but its buffer can. The
+/// in-place `collect` reuses the allocation because both element types have the same layout.
+fn recycle<'a, 'b>(mut v: Vec<Packet<'a>>) -> Vec<Packet<'b>> {
+    v.clear();
+    v.into_iter()
+        .map(|_| -> Packet<'b> { unreachable!("the vector is empty") })
+        .collect()
+}
+
+fn batch_bucket(n: usize) -> usize {
+    match n {
+        0 | 1 => 0,
+        2..=3 => 1,
+        4..=7 => 2,
+        8..=15 => 3,
+        16..=31 => 4,
+        32..=63 => 5,
+        _ => 6,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycled_vectors_keep_their_buffer() {
+        let v: Vec<Packet<'static>> = Vec::with_capacity(64);
+        let cap = v.capacity();
+        let w: Vec<Packet<'_>> = recycle(v);
+        assert_eq!(w.capacity(), cap);
+    }
+
+    #[test]
+    fn batch_buckets_cover_every_size() {
+        let mut seen = [false; BATCH_BUCKETS];
+        for n in 1..=BATCH {
+            let b = batch_bucket(n);
+            assert!(n as u32 <= BATCH_BUCKET_LE[b]);
+            seen[b] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+}

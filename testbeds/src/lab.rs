@@ -1,0 +1,891 @@
+//! [`Lab`]: a running lab and the guard that tears it down.
+
+use crate::plan::{NsPlan, Plan};
+use crate::process::{Capture, LabChild};
+use crate::status::{self, LabStatus};
+use crate::sys;
+use crate::topology::{Topology, TopologySpec};
+use crate::LabError;
+use serde::{Deserialize, Serialize};
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where labs record themselves: `<STATE_DIR>/fl-<id>.json`, and `<STATE_DIR>/fl-<id>/` for the
+/// logs of processes started with [`Lab::spawn_in`].
+pub const STATE_DIR: &str = "/run/ferry-lab";
+/// Every lab's namespaces are named `fl-<id>-<target>`.
+pub const PREFIX_ROOT: &str = "fl-";
+/// Longest lab id.
+pub const ID_MAX: usize = 10;
+/// When set (to anything but `0`), a guard that drops leaves its lab up and says how to remove it
+/// (for looking at a failed test's lab).
+pub const KEEP_ENV: &str = "FERRY_LAB_KEEP";
+
+/// How far `up` got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Claimed and being built (or the builder died: `down` removes it).
+    Building,
+    Up,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Building => "building",
+            Phase::Up => "up",
+        })
+    }
+}
+
+/// The state file: enough for another process to find, inspect and remove the lab.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    pub id: String,
+    pub prefix: String,
+    pub phase: Phase,
+    /// The process whose guard removes the lab when it ends; `None` for labs that stay up until
+    /// `ferry-lab down` (the CLI's `up`, [`Lab::persist`]).
+    pub owner_pid: Option<u32>,
+    pub created_unix: u64,
+    pub topology: TopologySpec,
+}
+
+/// Options of [`Lab::up`].
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// The lab id (`[a-z0-9]`, at most [`ID_MAX`]); `None` picks a fresh random one.
+    pub id: Option<String>,
+    /// Remove a lab with the same id first instead of failing.
+    pub replace: bool,
+    /// Compare the built lab against its plan (like `status`) before returning.
+    pub verify: bool,
+}
+
+impl Default for UpOptions {
+    fn default() -> Self {
+        UpOptions {
+            id: None,
+            replace: false,
+            verify: true,
+        }
+    }
+}
+
+impl UpOptions {
+    pub fn with_id(id: &str) -> Self {
+        UpOptions {
+            id: Some(id.to_owned()),
+            ..UpOptions::default()
+        }
+    }
+}
+
+/// What [`Lab::down_id`] removed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DownReport {
+    pub id: String,
+    pub namespaces: Vec<String>,
+    pub killed: Vec<i32>,
+    pub state_file: bool,
+}
+
+impl fmt::Display for DownReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "lab {}{}: removed {} namespace(s), killed {} process(es){}",
+            PREFIX_ROOT,
+            self.id,
+            self.namespaces.len(),
+            self.killed.len(),
+            if self.state_file {
+                ", removed the state file"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// A lab found by [`Lab::list`].
+#[derive(Debug, Clone, Serialize)]
+pub struct LabInfo {
+    pub id: String,
+    pub prefix: String,
+    /// From the state file, if there is one.
+    pub state: Option<LabState>,
+    pub namespaces: Vec<String>,
+    /// Its owner process is gone (the lab outlived the test that made it), or it has
+    /// namespaces but no state file.
+    pub orphaned: bool,
+}
+
+/// Timings of [`Lab::up`], for the curious and for the tests' budget.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct UpTimings {
+    pub total: Duration,
+    pub namespaces: Duration,
+    pub links: Duration,
+    pub configure: Duration,
+    pub verify: Duration,
+}
+
+/// A lab: its namespaces, links and addresses, built from a [`Topology`].
+///
+/// A `Lab` returned by [`Lab::up`] is a guard: dropping it — normally, on an early return, or
+/// while a panic unwinds — kills every process in its namespaces and deletes them (which deletes
+/// every link of the lab) and its state file. [`Lab::persist`] disarms it; [`Lab::attach`]
+/// returns an unarmed handle to a lab made elsewhere.
+#[derive(Debug)]
+pub struct Lab {
+    id: String,
+    prefix: String,
+    topology: Topology,
+    plan: Plan,
+    armed: bool,
+    timings: UpTimings,
+}
+
+/// `fl-<id>` from `id`, `fl-id` or `fl-id-`, checked.
+pub fn normalize_id(id: &str) -> Result<String, LabError> {
+    let id = id.trim_end_matches('-');
+    let id = id.strip_prefix(PREFIX_ROOT).unwrap_or(id);
+    let bad = |reason: &str| LabError::BadId {
+        id: id.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if id.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if id.len() > ID_MAX {
+        return Err(bad(&format!("at most {ID_MAX} characters")));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Err(bad("use only a-z and 0-9"));
+    }
+    Ok(id.to_owned())
+}
+
+/// The namespace prefix of a lab id: `fl-<id>-`.
+pub fn prefix_of(id: &str) -> String {
+    format!("{PREFIX_ROOT}{id}-")
+}
+
+fn state_path(id: &str) -> PathBuf {
+    Path::new(STATE_DIR).join(format!("{PREFIX_ROOT}{id}.json"))
+}
+
+fn log_dir(id: &str) -> PathBuf {
+    Path::new(STATE_DIR).join(format!("{PREFIX_ROOT}{id}"))
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn io_err(what: String) -> impl FnOnce(std::io::Error) -> LabError {
+    move |source| LabError::Io { what, source }
+}
+
+fn read_state(id: &str) -> Result<Option<LabState>, LabError> {
+    let path = state_path(id);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(format!("reading {}", path.display()))(e)),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|source| LabError::StateFormat { path, source })
+}
+
+/// Creates the state file, failing if it exists: the claim that makes `up` race-free.
+fn claim_state(state: &LabState) -> Result<(), LabError> {
+    fs::create_dir_all(STATE_DIR).map_err(io_err(format!("creating {STATE_DIR}")))?;
+    let path = state_path(&state.id);
+    let mut f = match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(LabError::Exists {
+                id: state.id.clone(),
+                detail: format!("its state file {} exists", path.display()),
+            })
+        }
+        Err(e) => return Err(io_err(format!("creating {}", path.display()))(e)),
+    };
+    let json = serde_json::to_string_pretty(state).unwrap_or_default();
+    f.write_all(json.as_bytes())
+        .map_err(io_err(format!("writing {}", path.display())))
+}
+
+/// Rewrites the state file atomically.
+fn write_state(state: &LabState) -> Result<(), LabError> {
+    let path = state_path(&state.id);
+    let tmp = path.with_extension("json.tmp");
+    let json = serde_json::to_string_pretty(state).unwrap_or_default();
+    fs::write(&tmp, json).map_err(io_err(format!("writing {}", tmp.display())))?;
+    fs::rename(&tmp, &path).map_err(io_err(format!("renaming {}", tmp.display())))
+}
+
+fn preflight(topology: &Topology) -> Result<(), LabError> {
+    if !sys::is_root() {
+        return Err(LabError::NotRoot);
+    }
+    let mut need = vec!["ip"];
+    if topology.spec().disable_offloads {
+        need.push("ethtool");
+    }
+    for p in need {
+        if !sys::have_program(p) {
+            return Err(LabError::MissingProgram(p));
+        }
+    }
+    Ok(())
+}
+
+/// Whether anything of lab `id` exists: its state file or a namespace with its prefix.
+fn exists(id: &str) -> Result<Option<String>, LabError> {
+    if state_path(id).exists() {
+        return Ok(Some(format!(
+            "its state file {} exists",
+            state_path(id).display()
+        )));
+    }
+    let ns = sys::netns_with_prefix(&prefix_of(id))?;
+    if !ns.is_empty() {
+        return Ok(Some(format!(
+            "{} namespace(s) with prefix {} exist ({}…)",
+            ns.len(),
+            prefix_of(id),
+            ns[0]
+        )));
+    }
+    Ok(None)
+}
+
+fn fresh_id() -> Result<String, LabError> {
+    for _ in 0..64 {
+        let id = format!("{:04x}", sys::random_u32() & 0xffff);
+        if exists(&id)?.is_none() {
+            return Ok(id);
+        }
+    }
+    Err(LabError::BadId {
+        id: "(random)".into(),
+        reason: "no free random id after 64 tries".into(),
+    })
+}
+
+impl Lab {
+    /// Builds a lab. On any failure everything created so far is removed and the error says
+    /// which step failed; on success the returned guard removes the lab when dropped.
+    ///
+    /// Steps: claim the state file; add every namespace (one `ip -batch`); create every veth
+    /// pair directly inside its two namespaces (one `ip -batch`, nothing ever in the root
+    /// namespace); per namespace, sysctls and offloads (one `sh`) and bridges, addresses, links
+    /// and routes (one `ip -n NS -batch`); optionally compare the result against the plan.
+    pub fn up(topology: &Topology, opts: &UpOptions) -> Result<Lab, LabError> {
+        let t0 = Instant::now();
+        preflight(topology)?;
+        let id = match &opts.id {
+            Some(id) => normalize_id(id)?,
+            None => fresh_id()?,
+        };
+        if let Some(detail) = exists(&id)? {
+            if opts.replace {
+                Lab::down_id(&id)?;
+            } else {
+                return Err(LabError::Exists { id, detail });
+            }
+        }
+        let mut state = LabState {
+            id: id.clone(),
+            prefix: prefix_of(&id),
+            phase: Phase::Building,
+            owner_pid: Some(std::process::id()),
+            created_unix: now_unix(),
+            topology: topology.spec().clone(),
+        };
+        claim_state(&state)?;
+        // From here on, the guard owns whatever exists.
+        let mut lab = Lab {
+            prefix: prefix_of(&id),
+            id,
+            topology: topology.clone(),
+            plan: Plan::new(topology),
+            armed: true,
+            timings: UpTimings::default(),
+        };
+        let built = lab.build(opts.verify).and_then(|()| {
+            state.phase = Phase::Up;
+            write_state(&state)
+        });
+        if let Err(e) = built {
+            lab.armed = false;
+            let rollback = match Lab::down_id(&lab.id) {
+                Ok(r) => format!("rolled back: {r}"),
+                Err(e2) => format!(
+                    "ROLLBACK FAILED ({e2}); run `ferry-lab down --lab {}`",
+                    lab.id
+                ),
+            };
+            return Err(LabError::UpFailed {
+                id: lab.id.clone(),
+                source: Box::new(e),
+                rollback,
+            });
+        }
+        lab.timings.total = t0.elapsed();
+        Ok(lab)
+    }
+
+    fn build(&mut self, verify: bool) -> Result<(), LabError> {
+        let t = Instant::now();
+        sys::ip_batch(
+            None,
+            &self.plan.netns_add_lines(&self.prefix),
+            false,
+            "adding the namespaces",
+        )?;
+        self.timings.namespaces = t.elapsed();
+
+        let t = Instant::now();
+        sys::ip_batch(
+            None,
+            &self.plan.veth_lines(&self.prefix),
+            false,
+            "creating the veth pairs",
+        )?;
+        self.timings.links = t.elapsed();
+
+        let t = Instant::now();
+        self.configure_all()?;
+        self.timings.configure = t.elapsed();
+
+        if verify {
+            let t = Instant::now();
+            let st = self.status()?;
+            if !st.is_healthy() {
+                return Err(LabError::Unhealthy {
+                    problems: st.problems,
+                });
+            }
+            self.timings.verify = t.elapsed();
+        }
+        Ok(())
+    }
+
+    /// Sysctls, offloads, bridges, addresses, links up and routes, namespace by namespace. The
+    /// namespaces are independent once the veths exist, so two run at a time.
+    fn configure_all(&self) -> Result<(), LabError> {
+        let results: Vec<Result<(), LabError>> = std::thread::scope(|s| {
+            let chunks: Vec<Vec<&NsPlan>> = {
+                let mut a = Vec::new();
+                let mut b = Vec::new();
+                for (i, ns) in self.plan.namespaces.iter().enumerate() {
+                    if i % 2 == 0 {
+                        a.push(ns);
+                    } else {
+                        b.push(ns);
+                    }
+                }
+                vec![a, b]
+            };
+            let handles: Vec<_> = chunks
+                .into_iter()
+                .map(|chunk| {
+                    s.spawn(move || -> Result<(), LabError> {
+                        for ns in chunk {
+                            self.configure(ns)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(LabError::Io {
+                            what: "configuring namespaces".into(),
+                            source: std::io::Error::other("a configuration thread panicked"),
+                        })
+                    })
+                })
+                .collect()
+        });
+        results.into_iter().collect()
+    }
+
+    fn configure(&self, ns: &NsPlan) -> Result<(), LabError> {
+        let netns = format!("{}{}", self.prefix, ns.target);
+        sys::run(
+            Command::new("ip")
+                .args(["netns", "exec", &netns, "sh", "-ec"])
+                .arg(ns.config_script(self.plan.disable_offloads)),
+            None,
+            &format!("setting sysctls and offloads in {netns}"),
+        )?;
+        sys::ip_batch(
+            Some(&netns),
+            &ns.ip_lines(),
+            false,
+            &format!("configuring links, addresses and routes in {netns}"),
+        )?;
+        Ok(())
+    }
+
+    /// A handle to a lab made by another process (the CLI, another test), from its state file.
+    /// Dropping it does not remove the lab.
+    pub fn attach(id: &str) -> Result<Lab, LabError> {
+        let id = normalize_id(id)?;
+        let state = read_state(&id)?.ok_or_else(|| LabError::NotFound {
+            id: id.clone(),
+            hint: if sys::netns_with_prefix(&prefix_of(&id))?.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; its namespaces exist but the state file is gone: `ferry-lab down --lab {id}` removes them"
+                )
+            },
+        })?;
+        let topology = Topology::from_spec(state.topology)?;
+        Ok(Lab {
+            prefix: prefix_of(&id),
+            id,
+            plan: Plan::new(&topology),
+            topology,
+            armed: false,
+            timings: UpTimings::default(),
+        })
+    }
+
+    /// Removes lab `id`: kills every process in its namespaces, deletes the namespaces (and so
+    /// every link in them) and its state file and logs. Needs nothing but the id: it works
+    /// without a state file, and on half-built labs.
+    pub fn down_id(id: &str) -> Result<DownReport, LabError> {
+        let id = normalize_id(id)?;
+        let prefix = prefix_of(&id);
+        let mut report = DownReport {
+            id: id.clone(),
+            ..DownReport::default()
+        };
+        let namespaces = sys::netns_with_prefix(&prefix)?;
+        // A process still inside a namespace would keep it (and its links) alive after the
+        // name is gone.
+        for (pid, _) in sys::pids_in(&namespaces) {
+            sys::signal(pid, libc::SIGKILL);
+            report.killed.push(pid);
+        }
+        if !namespaces.is_empty() {
+            let lines: Vec<String> = namespaces
+                .iter()
+                .map(|n| format!("netns del {n}"))
+                .collect();
+            // -force: go on after an error; what is left is checked below.
+            let _ = sys::ip_batch(None, &lines, true, "deleting the namespaces");
+        }
+        let left = sys::netns_with_prefix(&prefix)?;
+        if !left.is_empty() {
+            return Err(LabError::Leftovers {
+                id,
+                namespaces: left,
+            });
+        }
+        report.namespaces = namespaces;
+        match fs::remove_file(state_path(&id)) {
+            Ok(()) => report.state_file = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(format!("removing {}", state_path(&id).display()))(e)),
+        }
+        let _ = fs::remove_file(state_path(&id).with_extension("json.tmp"));
+        let _ = fs::remove_dir_all(log_dir(&id));
+        Ok(report)
+    }
+
+    /// Every lab on the machine: state files in [`STATE_DIR`] and namespaces named `fl-<id>-…`.
+    pub fn list() -> Result<Vec<LabInfo>, LabError> {
+        let mut ids: Vec<String> = Vec::new();
+        if let Ok(dir) = fs::read_dir(STATE_DIR) {
+            for e in dir.filter_map(|e| e.ok()) {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name
+                    .strip_prefix(PREFIX_ROOT)
+                    .and_then(|n| n.strip_suffix(".json"))
+                {
+                    ids.push(id.to_owned());
+                }
+            }
+        }
+        let all = sys::netns_list()?;
+        for n in &all {
+            if let Some((id, _)) = n.strip_prefix(PREFIX_ROOT).and_then(|r| r.split_once('-')) {
+                ids.push(id.to_owned());
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        let mut out = Vec::new();
+        for id in ids {
+            if normalize_id(&id).is_err() {
+                continue;
+            }
+            let prefix = prefix_of(&id);
+            let state = read_state(&id).ok().flatten();
+            let namespaces: Vec<String> = all
+                .iter()
+                .filter(|n| n.starts_with(&prefix))
+                .cloned()
+                .collect();
+            let orphaned = match &state {
+                None => true,
+                Some(s) => s.owner_pid.is_some_and(|p| !sys::process_alive(p)),
+            };
+            out.push(LabInfo {
+                id,
+                prefix,
+                state,
+                namespaces,
+                orphaned,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Leaves the lab up when this handle drops, and records that no process owns it any more
+    /// (what `ferry-lab up` does).
+    pub fn persist(mut self) -> Result<String, LabError> {
+        if let Some(mut state) = read_state(&self.id)? {
+            state.owner_pid = None;
+            write_state(&state)?;
+        }
+        self.armed = false;
+        Ok(self.id.clone())
+    }
+
+    /// Removes the lab now, reporting errors (dropping the guard does the same silently).
+    pub fn down(mut self) -> Result<DownReport, LabError> {
+        self.armed = false;
+        Lab::down_id(&self.id)
+    }
+
+    /// The lab id (`ab12`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The namespace prefix (`fl-ab12-`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// How long `up` took, step by step.
+    pub fn timings(&self) -> UpTimings {
+        self.timings
+    }
+
+    /// The namespace of a node, a pod or the router, by its topology name.
+    pub fn netns(&self, target: &str) -> Result<String, LabError> {
+        if self.plan.ns(target).is_some() {
+            Ok(format!("{}{target}", self.prefix))
+        } else {
+            Err(LabError::UnknownTarget {
+                target: target.to_owned(),
+                known: self.targets().join(", "),
+            })
+        }
+    }
+
+    /// The namespace of a node (`fl-ab12-k8s-w1`).
+    pub fn node_netns(&self, node: &str) -> Result<String, LabError> {
+        match self.topology.node(node) {
+            Some(_) => self.netns(node),
+            None => Err(LabError::UnknownTarget {
+                target: node.to_owned(),
+                known: self
+                    .topology
+                    .nodes()
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    /// The namespace of a pod (`fl-ab12-k8s-w1-pod1`).
+    pub fn pod_netns(&self, pod: &str) -> Result<String, LabError> {
+        match self.topology.pod(pod) {
+            Some(_) => self.netns(pod),
+            None => Err(LabError::UnknownTarget {
+                target: pod.to_owned(),
+                known: self
+                    .topology
+                    .pods()
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    /// The router's namespace.
+    pub fn router_netns(&self) -> String {
+        format!("{}{}", self.prefix, self.topology.router().name)
+    }
+
+    /// Every target name: router, nodes, pods.
+    pub fn targets(&self) -> Vec<String> {
+        self.plan
+            .namespaces
+            .iter()
+            .map(|n| n.target.clone())
+            .collect()
+    }
+
+    /// A command that runs `program` inside a target's namespace (`ip netns exec NS program`;
+    /// the process is the program itself: `ip` execs it after entering the namespace). Add
+    /// arguments and stdio as usual.
+    pub fn command<S: AsRef<OsStr>>(&self, target: &str, program: S) -> Result<Command, LabError> {
+        let netns = self.netns(target)?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec"]).arg(netns).arg(program);
+        Ok(cmd)
+    }
+
+    fn argv_command<I, S>(&self, target: &str, argv: I) -> Result<Command, LabError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut it = argv.into_iter();
+        let program = it.next().ok_or(LabError::EmptyCommand)?;
+        let mut cmd = self.command(target, program)?;
+        cmd.args(it);
+        Ok(cmd)
+    }
+
+    /// Runs `argv` in a target's namespace to completion and returns its output, whatever its
+    /// exit status.
+    pub fn exec<I, S>(&self, target: &str, argv: I) -> Result<Output, LabError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.argv_command(target, argv)?;
+        sys::run_unchecked(&mut cmd, None)
+    }
+
+    /// Runs `argv` in a target's namespace; fails (with its stderr) unless it exits 0; returns
+    /// its stdout.
+    pub fn exec_ok<I, S>(&self, target: &str, argv: I) -> Result<String, LabError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.argv_command(target, argv)?;
+        let out = sys::run(&mut cmd, None, &format!("running a command in {target}"))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Starts `argv` in a target's namespace, in the background, stdout and stderr to
+    /// `/run/ferry-lab/fl-<id>/<target>.<program>.<pid-less counter>.log` (see
+    /// [`LabChild::log_path`]). The child is stopped when the returned guard drops, and killed
+    /// by the lab's own teardown in any case.
+    pub fn spawn_in<I, S>(&self, target: &str, argv: I) -> Result<LabChild, LabError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let argv: Vec<S> = argv.into_iter().collect();
+        let program = argv
+            .first()
+            .map(|p| {
+                Path::new(p.as_ref())
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .ok_or(LabError::EmptyCommand)?;
+        let dir = log_dir(&self.id);
+        fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let mut n = 0;
+        let path = loop {
+            let p = dir.join(format!("{target}.{program}.{n}.log"));
+            if !p.exists() {
+                break p;
+            }
+            n += 1;
+        };
+        let log =
+            fs::File::create(&path).map_err(io_err(format!("creating {}", path.display())))?;
+        let log2 = log
+            .try_clone()
+            .map_err(io_err(format!("opening {}", path.display())))?;
+        let mut cmd = self.argv_command(target, argv)?;
+        cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+        let label = format!("{program} in {target}");
+        Ok(LabChild::spawn(&mut cmd, &label)?.with_log(path))
+    }
+
+    /// `ping -c 1` from a target to an address: whether a reply came within `timeout_s` seconds.
+    pub fn ping(&self, from: &str, to: Ipv4Addr, timeout_s: u32) -> Result<bool, LabError> {
+        let out = self.exec(
+            from,
+            [
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                "1",
+                "-W",
+                &timeout_s.max(1).to_string(),
+                &to.to_string(),
+            ],
+        )?;
+        Ok(out.status.success())
+    }
+
+    /// Which namespace and interface a link name means:
+    /// `TARGET:IFACE` (any interface, even one made later, e.g. by Ferry), `NODE` or `POD`
+    /// (its `eth0`), or a bare interface name that is unique in the lab (`caliw1p1`, `br10`).
+    pub fn resolve_link(&self, link: &str) -> Result<(String, String), LabError> {
+        let bad = |reason: String| LabError::UnknownLink {
+            link: link.to_owned(),
+            reason,
+        };
+        if let Some((target, iface)) = link.split_once(':') {
+            self.netns(target)?;
+            if iface.is_empty() {
+                return Err(bad("no interface after ':'".into()));
+            }
+            return Ok((target.to_owned(), iface.to_owned()));
+        }
+        if let Some(ns) = self.plan.ns(link) {
+            if ns.role == crate::plan::Role::Router {
+                let links: Vec<String> = ns
+                    .links
+                    .iter()
+                    .map(|l| format!("{link}:{}", l.name))
+                    .collect();
+                return Err(bad(format!(
+                    "the router has several links; name one: {} (or {link}:any)",
+                    links.join(", ")
+                )));
+            }
+            return Ok((link.to_owned(), "eth0".to_owned()));
+        }
+        let hits: Vec<&NsPlan> = self
+            .plan
+            .namespaces
+            .iter()
+            .filter(|n| n.link(link).is_some())
+            .collect();
+        match hits.as_slice() {
+            [one] => Ok((one.target.clone(), link.to_owned())),
+            [] => Err(bad(format!(
+                "no target or interface of that name (targets: {})",
+                self.targets().join(", ")
+            ))),
+            many => Err(bad(format!(
+                "several namespaces have it; say which: {}",
+                many.iter()
+                    .map(|n| format!("{}:{link}", n.target))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// The tcpdump command for a link (see [`Lab::resolve_link`]): `-n -e -Z root`, packet
+    /// buffered, writing `file` if given, stopping after `count` packets if given, with a
+    /// filter expression.
+    pub fn capture_command(
+        &self,
+        link: &str,
+        file: Option<&Path>,
+        count: Option<u64>,
+        filter: &[String],
+    ) -> Result<Command, LabError> {
+        let (target, iface) = self.resolve_link(link)?;
+        let mut cmd = self.command(&target, "tcpdump")?;
+        cmd.args(["-n", "-e", "-U", "-Z", "root", "-i", &iface]);
+        if let Some(f) = file {
+            cmd.arg("-w").arg(f);
+        }
+        if let Some(c) = count {
+            cmd.arg("-c").arg(c.to_string());
+        }
+        cmd.args(filter);
+        Ok(cmd)
+    }
+
+    /// Captures on a link into a pcap file in the background; returns once tcpdump listens.
+    /// [`Capture::stop`] ends it and returns the file.
+    pub fn capture(&self, link: &str, file: &Path, filter: &[String]) -> Result<Capture, LabError> {
+        let cmd = self.capture_command(link, Some(file), None, filter)?;
+        Capture::start(cmd, &format!("tcpdump on {link}"), file.to_owned())
+    }
+
+    /// The live lab compared against its plan.
+    pub fn status(&self) -> Result<LabStatus, LabError> {
+        let phase = read_state(&self.id)?
+            .map(|s| s.phase.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        status::gather(
+            &self.id,
+            &self.prefix,
+            self.topology.name(),
+            &phase,
+            &self.plan,
+        )
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if std::env::var_os(KEEP_ENV).is_some_and(|v| v != "0") {
+            eprintln!(
+                "ferry-lab: {KEEP_ENV} is set: leaving lab {}{} up; remove it with `ferry-lab down --lab {}`",
+                PREFIX_ROOT, self.id, self.id
+            );
+            return;
+        }
+        if let Err(e) = Lab::down_id(&self.id) {
+            eprintln!(
+                "ferry-lab: tearing down lab {}{} failed: {e}; run `ferry-lab down --lab {}`",
+                PREFIX_ROOT, self.id, self.id
+            );
+        }
+    }
+}

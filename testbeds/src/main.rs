@@ -1,0 +1,310 @@
+//! `ferry-lab`: network-namespace labs for Ferry (docs/lab.md).
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use testbeds::{Lab, Topology, UpOptions};
+
+/// Build, inspect and remove network-namespace labs: a router, nodes and pods as namespaces
+/// joined by veths and bridges, addressed like the study lab (docs/lab.md).
+///
+/// Every namespace of a lab is named fl-<id>-<name> (fl-ab12-k8s-w1, fl-ab12-k8s-w1-pod1,
+/// fl-ab12-k8s-rtr); its state is in /run/ferry-lab/fl-<id>.json. Commands other than `up`
+/// act on the lab given by --lab (or $FERRY_LAB), or on the only lab there is.
+#[derive(Parser)]
+#[command(name = "ferry-lab", version, after_help = EXAMPLES)]
+struct Cli {
+    /// Lab id (`ab12`, `fl-ab12` or `fl-ab12-`). For `up`: the id to create (default: random).
+    #[arg(long, short = 'l', global = true, env = "FERRY_LAB", value_name = "ID")]
+    lab: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+const EXAMPLES: &str = "Examples:
+  ferry-lab up                              the study lab, random id
+  ferry-lab up --lab dev --topology my.toml
+  ferry-lab status
+  ferry-lab exec k8s-w1-pod1 -- ping -c1 172.16.158.2
+  ferry-lab exec k8s-w1 -- ip route
+  ferry-lab capture k8s-w1 -c 10            tcpdump on k8s-w1's eth0
+  ferry-lab capture caliw1p1 -w /tmp/p1.pcap icmp
+  ferry-lab capture k8s-rtr:br10
+  ferry-lab down";
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build a lab (the study lab unless --topology) and leave it up until `down`.
+    Up {
+        /// Topology file (TOML, docs/lab.md); default the built-in study lab.
+        #[arg(long, short = 't', value_name = "FILE")]
+        topology: Option<PathBuf>,
+        /// Remove an existing lab with the same id first (without --lab: the only lab).
+        #[arg(long)]
+        replace: bool,
+        /// Skip the final comparison of the built lab against the topology.
+        #[arg(long)]
+        no_verify: bool,
+    },
+    /// Remove a lab: kill its processes, delete its namespaces (and so its links) and state.
+    /// Works from the id alone, without the state file.
+    Down {
+        /// Remove every lab on the machine.
+        #[arg(long, conflicts_with = "lab")]
+        all: bool,
+    },
+    /// Show the lab's namespaces, links (up or not, MAC, addresses) and routes against its
+    /// topology; exits 1 if anything is missing or wrong.
+    Status {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command inside a node, pod or router namespace (pods are <node>-pod<i>).
+    Exec {
+        /// k8s-w1, k8s-w1-pod1, k8s-rtr, …
+        target: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// tcpdump on a link, inside the right namespace (-n -e, packet-buffered).
+    ///
+    /// LINK is TARGET:IFACE (k8s-w1:caliw1p1, k8s-rtr:br10, k8s-rtr:any), a node or pod
+    /// (its eth0), or an interface name unique in the lab (caliw1p1, br20).
+    Capture {
+        link: String,
+        /// Write packets to this pcap file instead of printing them.
+        #[arg(short = 'w', value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Stop after N packets.
+        #[arg(short = 'c', value_name = "N")]
+        count: Option<u64>,
+        /// tcpdump filter expression (e.g. `icmp`, `udp port 4789`).
+        filter: Vec<String>,
+    },
+    /// List the labs on this machine (state files and namespaces named fl-<id>-…).
+    List {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the built-in study topology (a starting point for your own), or check a file.
+    Topology {
+        /// Check this file and print what it becomes instead.
+        #[arg(long, value_name = "FILE")]
+        check: Option<PathBuf>,
+    },
+}
+
+/// The lab a command acts on: --lab, or the only one there is.
+fn pick_lab(lab: &Option<String>) -> Result<String> {
+    if let Some(id) = lab {
+        return Ok(testbeds::normalize_id(id)?);
+    }
+    let labs = Lab::list()?;
+    match labs.as_slice() {
+        [] => bail!("there is no lab; start one with `ferry-lab up`"),
+        [one] => Ok(one.id.clone()),
+        many => bail!(
+            "there are {} labs ({}); say which with --lab ID",
+            many.len(),
+            many.iter()
+                .map(|l| l.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("ferry-lab: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Up {
+            topology,
+            replace,
+            no_verify,
+        } => {
+            let topo = match &topology {
+                Some(p) => {
+                    Topology::from_file(p).with_context(|| format!("topology {}", p.display()))?
+                }
+                None => Topology::study(),
+            };
+            let id = match &cli.lab {
+                Some(id) => Some(testbeds::normalize_id(id)?),
+                None => {
+                    // Refuse a second lab by accident: without --lab, `up` is for "the" lab.
+                    let labs = Lab::list()?;
+                    match labs.as_slice() {
+                        [] => None,
+                        [one] if replace => Some(one.id.clone()),
+                        _ => bail!(
+                            "lab(s) {} exist; `ferry-lab down` first, pass --replace to replace \
+                             the only one, or --lab ID for another lab",
+                            labs.iter()
+                                .map(|l| format!("fl-{}", l.id))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    }
+                }
+            };
+            let lab = Lab::up(
+                &topo,
+                &UpOptions {
+                    id,
+                    replace,
+                    verify: !no_verify,
+                },
+            )?;
+            let t = lab.timings();
+            let nodes = topo.nodes().len();
+            let pods = topo.pods().len();
+            let prefix = lab.prefix().to_owned();
+            let router = topo.router().name.clone();
+            let first_pod = topo.pods().first().map(|p| p.name.clone());
+            let id = lab.persist()?;
+            println!(
+                "lab fl-{id} is up: router {router}, {nodes} nodes, {pods} pods ({} ms); namespaces {prefix}*",
+                t.total.as_millis()
+            );
+            println!("  ferry-lab --lab {id} status");
+            if let Some(p) = first_pod {
+                println!("  ferry-lab --lab {id} exec {p} -- ip addr");
+            }
+            println!("  ferry-lab --lab {id} down");
+            Ok(())
+        }
+        Cmd::Down { all } => {
+            let ids: Vec<String> = if all {
+                Lab::list()?.into_iter().map(|l| l.id).collect()
+            } else {
+                vec![pick_lab(&cli.lab)?]
+            };
+            if ids.is_empty() {
+                println!("no labs");
+            }
+            for id in ids {
+                let r = Lab::down_id(&id)?;
+                println!("{r}");
+            }
+            Ok(())
+        }
+        Cmd::Status { json } => {
+            let id = pick_lab(&cli.lab)?;
+            let lab = Lab::attach(&id)?;
+            let st = lab.status()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print!("{st}");
+            }
+            if !st.is_healthy() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Cmd::Exec { target, command } => {
+            let lab = Lab::attach(&pick_lab(&cli.lab)?)?;
+            let (program, args) = command.split_first().context("no command given")?;
+            let mut cmd = lab.command(&target, program)?;
+            cmd.args(args);
+            let err = cmd.exec();
+            Err(err).context("running `ip netns exec`")
+        }
+        Cmd::Capture {
+            link,
+            write,
+            count,
+            filter,
+        } => {
+            let lab = Lab::attach(&pick_lab(&cli.lab)?)?;
+            let (target, iface) = lab.resolve_link(&link)?;
+            eprintln!("ferry-lab: capturing on {iface} in {}", lab.netns(&target)?);
+            let mut cmd = lab.capture_command(&link, write.as_deref(), count, &filter)?;
+            let err = cmd.exec();
+            Err(err).context("running tcpdump")
+        }
+        Cmd::List { json } => {
+            let labs = Lab::list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&labs)?);
+                return Ok(());
+            }
+            if labs.is_empty() {
+                println!("no labs");
+            }
+            for l in labs {
+                let (phase, topo, owner) = match &l.state {
+                    Some(s) => (
+                        s.phase.to_string(),
+                        s.topology.name.clone(),
+                        match s.owner_pid {
+                            Some(p) => format!("owned by pid {p}"),
+                            None => "persistent".into(),
+                        },
+                    ),
+                    None => ("no state file".into(), "?".into(), "-".into()),
+                };
+                println!(
+                    "fl-{:<10} {:<13} topology {:<8} {:>3} namespaces  {}{}",
+                    l.id,
+                    phase,
+                    topo,
+                    l.namespaces.len(),
+                    owner,
+                    if l.orphaned {
+                        "  ORPHANED: ferry-lab down --lab ".to_owned() + &l.id
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Ok(())
+        }
+        Cmd::Topology { check } => {
+            match check {
+                None => print!("{}", testbeds::topology::STUDY_TOML),
+                Some(p) => {
+                    let t = Topology::from_file(&p)
+                        .with_context(|| format!("topology {}", p.display()))?;
+                    let plan = testbeds::Plan::new(&t);
+                    println!(
+                        "{}: ok — router {}, {} subnets, {} nodes, {} pods",
+                        p.display(),
+                        t.router().name,
+                        t.subnets().len(),
+                        t.nodes().len(),
+                        t.pods().len()
+                    );
+                    for ns in &plan.namespaces {
+                        let links: Vec<String> = ns
+                            .links
+                            .iter()
+                            .filter(|l| l.name != "lo" || !l.addrs.is_empty())
+                            .map(|l| {
+                                let a: Vec<String> =
+                                    l.addrs.iter().map(|a| a.to_string()).collect();
+                                if a.is_empty() {
+                                    l.name.clone()
+                                } else {
+                                    format!("{} {}", l.name, a.join(","))
+                                }
+                            })
+                            .collect();
+                        println!("  {:<6} {:<14} {}", ns.role, ns.target, links.join("; "));
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
