@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use dataplane::stats::{DropReason, IcmpSent};
-use dataplane::worker::{WorkerShared, BATCH_BUCKETS, BATCH_BUCKET_LE};
+use dataplane::worker::{WorkerShared, BATCH_BUCKET_LE};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -140,12 +140,11 @@ impl MetricsState {
         );
         for (i, w) in self.workers.iter().enumerate() {
             let mut cum = 0;
-            for b in 0..BATCH_BUCKETS {
-                cum += w.batch_sizes[b].load(r);
+            for (count, le) in w.batch_sizes.iter().zip(BATCH_BUCKET_LE) {
+                cum += count.load(r);
                 let _ = writeln!(
                     o,
-                    "ferry_batch_size_bucket{{worker=\"{i}\",le=\"{}\"}} {cum}",
-                    BATCH_BUCKET_LE[b]
+                    "ferry_batch_size_bucket{{worker=\"{i}\",le=\"{le}\"}} {cum}"
                 );
             }
             let _ = writeln!(

@@ -3,249 +3,35 @@
 //! router's links decoded by tshark. Needs root (CI runs as root). Labs are heavy for a 2-core
 //! machine, so the tests of this file take turns.
 
-use dataplane::fixtures::{self, node, pod_address};
-use dataplane::tables::EncapMode;
+use dataplane::fixtures::{node, pod_address};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use testbeds::{Lab, LabChild, Topology, UpOptions};
+use testbeds::ferry::{FerryNodes, Mode};
+use testbeds::{Lab, Topology, UpOptions};
 
 static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const WORKERS: [&str; 3] = ["k8s-w1", "k8s-w2", "k8s-w0"];
 const NODES: [&str; 4] = ["k8s-m", "k8s-w1", "k8s-w2", "k8s-w0"];
-const METRICS: &str = "127.0.0.1:9091";
 
-fn modes(mode: &str) -> (EncapMode, EncapMode) {
-    match mode {
-        "ipip" => (EncapMode::Always, EncapMode::Never),
-        "vxlan" => (EncapMode::Never, EncapMode::Always),
-        "direct" => (EncapMode::Never, EncapMode::Never),
-        "ipip-cross-subnet" => (EncapMode::CrossSubnet, EncapMode::Never),
-        "vxlan-cross-subnet" => (EncapMode::Never, EncapMode::CrossSubnet),
-        other => panic!("unknown mode {other}"),
-    }
+fn lab(tag: &str) -> Lab {
+    let id = format!("{tag}{}", std::process::id() % 10000);
+    Lab::up(
+        &Topology::study(),
+        &UpOptions {
+            replace: true,
+            ..UpOptions::with_id(&id)
+        },
+    )
+    .expect("lab up")
 }
 
-fn tool(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../testbeds/tools")
-        .join(name)
-}
-
-/// A lab with Ferry running on every node; everything is stopped and removed on drop.
-struct FerryLab {
-    // Field order: Ferry processes stop before the lab's namespaces go.
-    ferries: Vec<(String, LabChild)>,
-    lab: Lab,
-    dir: PathBuf,
-    mode: String,
-}
-
-impl FerryLab {
-    fn start(tag: &str, mode: &str) -> FerryLab {
-        let id = format!("{tag}{}", std::process::id() % 10000);
-        let lab = Lab::up(
-            &Topology::study(),
-            &UpOptions {
-                replace: true,
-                ..UpOptions::with_id(&id)
-            },
-        )
-        .expect("lab up");
-        let dir = std::env::temp_dir().join(format!("ferry-lab-test-{id}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut fl = FerryLab {
-            ferries: Vec::new(),
-            lab,
-            dir,
-            mode: mode.to_string(),
-        };
-        for n in NODES {
-            fl.start_ferry(n);
-        }
-        fl
-    }
-
-    fn tables_path(&self, n: &str) -> PathBuf {
-        self.dir.join(format!("{n}.toml"))
-    }
-
-    fn start_ferry(&mut self, n: &str) {
-        let (i, v) = modes(&self.mode);
-        let spec = fixtures::study_tables_spec(n, i, v).unwrap();
-        let path = self.tables_path(n);
-        std::fs::write(&path, toml::to_string(&spec).unwrap()).unwrap();
-        let child = self
-            .lab
-            .spawn_in(
-                n,
-                [
-                    env!("CARGO_BIN_EXE_ferry"),
-                    "node",
-                    "run",
-                    "--tables",
-                    path.to_str().unwrap(),
-                    "--metrics",
-                    METRICS,
-                ],
-            )
-            .expect("spawn ferry");
-        let started = Instant::now();
-        while !child.output().contains("forwarding on") {
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "ferry on {n} did not start:\n{}",
-                child.output()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.ferries.retain(|(name, _)| name != n);
-        self.ferries.push((n.to_string(), child));
-    }
-
-    fn ferry(&mut self, n: &str) -> Option<LabChild> {
-        let i = self.ferries.iter().position(|(name, _)| name == n)?;
-        Some(self.ferries.remove(i).1)
-    }
-
-    fn ping(&self, from: &str, to: Ipv4Addr) -> bool {
-        // Two tries: the first packet of a fresh path may wait for ARP.
-        self.lab.ping(from, to, 2).unwrap() || self.lab.ping(from, to, 2).unwrap()
-    }
-
-    /// A TCP transfer of `bytes` from pod `from` to pod `to`; true when both ends saw the same
-    /// byte count and SHA-256.
-    fn tcp(&self, from: &str, to: &str, bytes: usize) -> Result<(), String> {
-        let to_addr = pod_by_name(to);
-        let server = self
-            .lab
-            .spawn_in(
-                to,
-                [
-                    "python3",
-                    tool("tcpcheck.py").to_str().unwrap(),
-                    "serve",
-                    "5201",
-                ],
-            )
-            .map_err(|e| e.to_string())?;
-        let t0 = Instant::now();
-        while !server.output().contains("listening") {
-            if t0.elapsed() > Duration::from_secs(5) {
-                return Err(format!("server did not start: {}", server.output()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = self
-            .lab
-            .exec(
-                from,
-                [
-                    "timeout",
-                    "60",
-                    "python3",
-                    tool("tcpcheck.py").to_str().unwrap(),
-                    "send",
-                    &to_addr.to_string(),
-                    "5201",
-                    &bytes.to_string(),
-                ],
-            )
-            .map_err(|e| e.to_string())?;
-        let sent = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let t1 = Instant::now();
-        let mut got = String::new();
-        while t1.elapsed() < Duration::from_secs(10) {
-            got = server
-                .output()
-                .lines()
-                .last()
-                .unwrap_or("")
-                .trim()
-                .to_string();
-            if got != "listening" && !got.is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if sent.is_empty() || sent != got || !sent.starts_with(&bytes.to_string()) {
-            return Err(format!(
-                "{from} -> {to}: sent {sent:?}, received {got:?}; client stderr {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(())
-    }
-
-    fn metrics(&self, n: &str) -> String {
-        self.lab
-            .exec_ok(n, ["python3", "-c", &format!("import urllib.request;print(urllib.request.urlopen('http://{METRICS}/metrics').read().decode())")])
-            .expect("metrics")
-    }
-
-    /// Sum of a metric's samples whose line contains every filter.
-    fn counter(&self, n: &str, name: &str, filters: &[&str]) -> u64 {
-        self.metrics(n)
-            .lines()
-            .filter(|l| l.starts_with(name) && filters.iter().all(|f| l.contains(f)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    }
-
-    /// Captures on `link` while `f` runs; returns tshark's fields for every packet.
-    fn capture<F: FnOnce()>(
-        &self,
-        link: &str,
-        filter: &str,
-        fields: &[&str],
-        f: F,
-    ) -> Vec<Vec<String>> {
-        let file = self
-            .dir
-            .join(format!("cap-{}.pcap", link.replace(':', "-")));
-        let cap = self
-            .lab
-            .capture(
-                link,
-                &file,
-                &filter.split(' ').map(String::from).collect::<Vec<_>>(),
-            )
-            .expect("capture");
-        f();
-        std::thread::sleep(Duration::from_millis(300));
-        let file = cap.stop().expect("stop capture");
-        tshark(&file, fields)
-    }
-}
-
-impl Drop for FerryLab {
-    fn drop(&mut self) {
-        self.ferries.clear();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn tshark(file: &Path, fields: &[&str]) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r")
-        .arg(file)
-        .args(["-T", "fields", "-E", "separator=|", "-E", "aggregator=;"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let o = cmd.output().expect("tshark");
-    assert!(
-        o.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| l.split('|').map(|f| f.replace(';', "/")).collect())
-        .collect()
+fn ferry(lab: &Lab, mode: Mode) -> FerryNodes<'_> {
+    FerryNodes::start(lab, Path::new(env!("CARGO_BIN_EXE_ferry")), mode)
+        .expect("ferry on every node")
 }
 
 fn pod_by_name(pod: &str) -> Ipv4Addr {
@@ -253,61 +39,36 @@ fn pod_by_name(pod: &str) -> Ipv4Addr {
     pod_address(node(n).unwrap(), i.parse().unwrap())
 }
 
-fn pods() -> Vec<String> {
-    WORKERS
-        .iter()
-        .flat_map(|n| (1..=2).map(move |i| format!("{n}-pod{i}")))
-        .collect()
-}
-
-fn node_of(pod: &str) -> &str {
-    pod.rsplit_once("-pod").unwrap().0
-}
-
-fn subnet_of(n: &str) -> u8 {
-    node(n).unwrap().address.octets()[2]
-}
-
 /// Every cross-node pod pair pings and moves 10 MB over TCP intact — except, in Direct mode,
 /// pairs across the router, which has no pod routes (as in the study): those must fail.
-fn connectivity(mode: &str, tag: &str) {
+fn connectivity(mode: Mode, tag: &str) {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let fl = FerryLab::start(tag, mode);
-    let mut failures = Vec::new();
-    for from in pods() {
-        for to in pods() {
-            if node_of(&from) == node_of(&to) {
-                continue;
-            }
-            let across = subnet_of(node_of(&from)) != subnet_of(node_of(&to));
-            let expect = !(mode == "direct" && across);
-            let ok = fl.ping(&from, pod_by_name(&to));
-            if ok != expect {
-                failures.push(format!("ping {from} -> {to}: {ok}, expected {expect}"));
-                continue;
-            }
-            if expect {
-                if let Err(e) = fl.tcp(&from, &to, 10 << 20) {
-                    failures.push(format!("tcp {e}"));
-                }
-            }
-        }
-    }
+    let lab = lab(tag);
+    let fl = ferry(&lab, mode);
+    let results = fl.matrix(10 << 20).unwrap();
+    assert_eq!(results.len(), 24, "6 pods on 3 nodes: 24 cross-node pairs");
+    let failures: Vec<String> = results
+        .iter()
+        .filter(|r| !r.ok())
+        .map(|r| format!("{r:?}"))
+        .collect();
     // The traffic went through Ferry, not the kernel: each worker node's Ferry received the
     // transfers' packets (in Direct mode k8s-w0 is cut off, so it sees only the failed pings).
     for n in WORKERS {
-        if mode == "direct" && n == "k8s-w0" {
+        if mode == Mode::Direct && n == "k8s-w0" {
             continue;
         }
-        let m = fl.metrics(n);
+        let rx = fl.counter(n, "ferry_rx_packets_total", &[]).unwrap();
         assert!(
-            fl.counter(n, "ferry_rx_packets_total", &[]) > 1000,
-            "{n} forwarded the traffic itself:\n{m}"
+            rx > 1000,
+            "{n} forwarded the traffic itself: {}",
+            fl.metrics(n).unwrap()
         );
     }
     assert!(
         failures.is_empty(),
-        "{mode}: {} failures:\n{}",
+        "{}: {} failures:\n{}",
+        mode.name(),
         failures.len(),
         failures.join("\n")
     );
@@ -315,27 +76,27 @@ fn connectivity(mode: &str, tag: &str) {
 
 #[test]
 fn ipip_always_connects_every_pod_pair() {
-    connectivity("ipip", "ci");
+    connectivity(Mode::Ipip, "ci");
 }
 
 #[test]
 fn vxlan_always_connects_every_pod_pair() {
-    connectivity("vxlan", "cv");
+    connectivity(Mode::Vxlan, "cv");
 }
 
 #[test]
 fn direct_connects_the_subnet_and_fails_across_the_router() {
-    connectivity("direct", "cd");
+    connectivity(Mode::Direct, "cd");
 }
 
 #[test]
 fn ipip_cross_subnet_connects_every_pod_pair() {
-    connectivity("ipip-cross-subnet", "cx");
+    connectivity(Mode::IpipCrossSubnet, "cx");
 }
 
 #[test]
 fn vxlan_cross_subnet_connects_every_pod_pair() {
-    connectivity("vxlan-cross-subnet", "cy");
+    connectivity(Mode::VxlanCrossSubnet, "cy");
 }
 
 /// What crosses the router's links, decoded by tshark: k8s-w1's link carries a ping to a pod on
@@ -343,58 +104,44 @@ fn vxlan_cross_subnet_connects_every_pod_pair() {
 #[test]
 fn the_wire_format_of_each_mode() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let w1 = "192.168.10.101";
-    let (w2, w0) = ("192.168.10.102", "192.168.20.100");
+    let (w1, w2, w0) = ("192.168.10.101", "192.168.10.102", "192.168.20.100");
     let (p_w2, p_w0) = (pod_by_name("k8s-w2-pod1"), pod_by_name("k8s-w0-pod1"));
-    // mode → (outer protocol to k8s-w2, to k8s-w0); "1" = plain ICMP, "4" IPIP, "17" VXLAN.
+    let lab = lab("wf");
+    // mode → outer protocol to k8s-w2, to k8s-w0: "1" plain ICMP, "4" IPIP, "17" VXLAN.
     for (mode, to_w2, to_w0) in [
-        ("ipip", "4", "4"),
-        ("vxlan", "17", "17"),
-        ("direct", "1", "1"),
-        ("ipip-cross-subnet", "1", "4"),
-        ("vxlan-cross-subnet", "1", "17"),
+        (Mode::Ipip, "4", "4"),
+        (Mode::Vxlan, "17", "17"),
+        (Mode::Direct, "1", "1"),
+        (Mode::IpipCrossSubnet, "1", "4"),
+        (Mode::VxlanCrossSubnet, "1", "17"),
     ] {
-        let fl = FerryLab::start("wf", mode);
-        let rows = fl.capture(
-            "k8s-rtr:k8s-w1",
-            "ip",
-            &[
-                "ip.proto",
-                "ip.src",
-                "ip.dst",
-                "udp.dstport",
-                "vxlan.vni",
-                "ip.ttl",
-            ],
-            || {
-                fl.ping("k8s-w1-pod1", p_w2);
-                fl.ping("k8s-w1-pod1", p_w0);
-            },
-        );
-        let from_w1: Vec<&Vec<String>> = rows
-            .iter()
-            .filter(|r| r[1].starts_with(w1) || r[1].starts_with("172.16.158."))
-            .collect();
+        let fl = ferry(&lab, mode);
+        let fields = ["ip.proto", "ip.src", "ip.dst", "udp.dstport", "vxlan.vni"];
+        let rows = fl
+            .capture("k8s-rtr:k8s-w1", "ip", &fields, || {
+                fl.ping("k8s-w1-pod1", p_w2).unwrap();
+                fl.ping("k8s-w1-pod1", p_w0).unwrap();
+            })
+            .unwrap();
+        let name = mode.name();
         let check = |dst_node: &str, pod: Ipv4Addr, proto: &str| {
-            let r = from_w1
+            let r = rows
                 .iter()
-                .find(|r| r[2].ends_with(&pod.to_string()))
-                .unwrap_or_else(|| panic!("{mode}: no packet to {pod} on k8s-w1's link: {rows:?}"));
+                .find(|r| r[1].ends_with("172.16.158.1") && r[2].ends_with(&pod.to_string()))
+                .unwrap_or_else(|| panic!("{name}: no packet to {pod} on k8s-w1's link: {rows:?}"));
             match proto {
-                "1" => assert_eq!(
-                    (r[0].as_str(), r[2].clone()),
-                    ("1", pod.to_string()),
-                    "{mode}: plain pod addresses"
-                ),
+                "1" => {
+                    assert_eq!(r[0], "1", "{name}: plain ICMP");
+                    assert_eq!(r[2], pod.to_string(), "{name}: plain pod addresses");
+                }
                 "4" => {
-                    assert_eq!(r[0], "4/1", "{mode}: IPIP carrying ICMP");
+                    assert_eq!(r[0], "4/1", "{name}: IPIP carrying ICMP");
                     assert_eq!(r[1], format!("{w1}/172.16.158.1"));
                     assert_eq!(r[2], format!("{dst_node}/{pod}"));
                 }
                 _ => {
-                    assert_eq!(r[0], "17/1", "{mode}: UDP carrying ICMP");
-                    assert_eq!(r[3], "4789");
-                    assert_eq!(r[4], "4096");
+                    assert_eq!(r[0], "17/1", "{name}: UDP carrying ICMP");
+                    assert_eq!((r[3].as_str(), r[4].as_str()), ("4789", "4096"));
                     assert_eq!(r[2], format!("{dst_node}/{pod}"));
                 }
             }
@@ -409,10 +156,10 @@ fn the_wire_format_of_each_mode() {
 #[test]
 fn path_mtu_over_ipip() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let fl = FerryLab::start("mt", "ipip");
+    let lab = lab("mt");
+    let fl = ferry(&lab, Mode::Ipip);
     let to = pod_by_name("k8s-w2-pod1").to_string();
-    let out = fl
-        .lab
+    let out = lab
         .exec(
             "k8s-w1-pod1",
             ["ping", "-M", "do", "-s", "1472", "-c", "2", "-W", "1", &to],
@@ -427,7 +174,11 @@ fn path_mtu_over_ipip() {
         text.contains("mtu = 1480") || text.contains("mtu=1480"),
         "expected frag-needed with MTU 1480:\n{text}"
     );
-    assert!(fl.counter("k8s-w1", "ferry_icmp_sent_total", &["frag_needed"]) >= 1);
+    assert!(
+        fl.counter("k8s-w1", "ferry_icmp_sent_total", &["frag_needed"])
+            .unwrap()
+            >= 1
+    );
     fl.tcp("k8s-w1-pod2", "k8s-w2-pod2", 10 << 20)
         .expect("TCP across the IPIP path");
 }
@@ -437,18 +188,18 @@ fn path_mtu_over_ipip() {
 #[test]
 fn node_traffic_survives_ferry_and_sigkill_and_restart_resumes() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut fl = FerryLab::start("sk", "ipip");
-    let nodes_ok = |fl: &FerryLab| {
+    let lab = lab("sk");
+    let mut fl = ferry(&lab, Mode::Ipip);
+    let nodes_ok = |fl: &FerryNodes| {
         NODES
             .iter()
-            .all(|n| fl.ping("k8s-rtr", node(n).unwrap().address))
+            .all(|n| fl.ping("k8s-rtr", node(n).unwrap().address).unwrap())
     };
     assert!(nodes_ok(&fl), "router reaches every node while Ferry runs");
-    assert!(fl.ping("k8s-w1-pod1", pod_by_name("k8s-w2-pod1")));
-    let mut victim = fl.ferry("k8s-w2").unwrap();
-    let pid = victim.id();
+    assert!(fl.ping("k8s-w1-pod1", pod_by_name("k8s-w2-pod1")).unwrap());
+    let mut victim = fl.take("k8s-w2").unwrap();
     assert!(Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
+        .args(["-KILL", &victim.id().to_string()])
         .status()
         .unwrap()
         .success());
@@ -458,60 +209,62 @@ fn node_traffic_survives_ferry_and_sigkill_and_restart_resumes() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(nodes_ok(&fl), "router reaches every node after SIGKILL");
-    let attached = fl
-        .lab
+    let attached = lab
         .exec_ok("k8s-w2", ["ip", "link", "show", "caliw2p1"])
         .unwrap();
     assert!(
         !attached.contains("xdp"),
         "the kernel detached the XDP program with the process:\n{attached}"
     );
-    fl.start_ferry("k8s-w2");
+    fl.start_node("k8s-w2").unwrap();
     assert!(
-        fl.ping("k8s-w1-pod1", pod_by_name("k8s-w2-pod1")),
+        fl.ping("k8s-w1-pod1", pod_by_name("k8s-w2-pod1")).unwrap(),
         "pod traffic resumes after restart"
     );
     assert!(nodes_ok(&fl));
 }
 
-/// A flood of malformed frames from a pod while valid traffic runs: the valid transfer
-/// completes, the rest is counted by reason, Ferry stays up.
+/// A flood of malformed frames from a pod (and of bad tunnel packets on the uplink) while valid
+/// traffic runs: the valid transfer completes, the rest is counted by reason, Ferry stays up.
 #[test]
 fn malformed_flood_is_counted_and_valid_traffic_flows() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let fl = FerryLab::start("fl", "vxlan");
-    let blaster = fl
-        .lab
+    let lab = lab("fl");
+    let fl = ferry(&lab, Mode::Vxlan);
+    let blast = fl.tool("blast.py").to_string_lossy().to_string();
+    let pod_kinds = "random,truncated,bad_checksum,ihl4";
+    let (w1, w2) = ("192.168.10.101", "192.168.10.102");
+    let blaster = lab
         .spawn_in(
             "k8s-w1-pod2",
             [
                 "python3",
-                tool("blast.py").to_str().unwrap(),
+                &blast,
                 "eth0",
                 "60000",
                 "02:00:ac:10:9e:02",
                 "ee:ee:ee:ee:ee:ee",
-                "192.168.10.101",
-                "192.168.10.102",
-                "random,truncated,bad_checksum,ihl4",
+                w1,
+                w2,
+                pod_kinds,
             ],
         )
         .unwrap();
     // Tunnel garbage arrives on the uplink: sent from k8s-w2's node namespace to k8s-w1.
-    let tunnel_blaster = fl
-        .lab
+    let tunnel_kinds = "wrong_vni,unknown_ipip";
+    let tunnel_blaster = lab
         .spawn_in(
             "k8s-w2",
             [
                 "python3",
-                tool("blast.py").to_str().unwrap(),
+                &blast,
                 "eth0",
                 "20000",
                 "02:00:c0:a8:0a:66",
                 "02:00:c0:a8:0a:65",
-                "192.168.10.101",
-                "192.168.10.102",
-                "wrong_vni,unknown_ipip",
+                w1,
+                w2,
+                tunnel_kinds,
             ],
         )
         .unwrap();
@@ -521,7 +274,7 @@ fn malformed_flood_is_counted_and_valid_traffic_flows() {
     while !blaster.output().contains("random=") || !tunnel_blaster.output().contains("wrong_vni=") {
         assert!(
             t0.elapsed() < Duration::from_secs(90),
-            "blasters did not finish: {} {}",
+            "blasters: {} {}",
             blaster.output(),
             tunnel_blaster.output()
         );
@@ -533,28 +286,82 @@ fn malformed_flood_is_counted_and_valid_traffic_flows() {
             "ferry_drops_total",
             &[&format!("reason=\"{reason}\"")],
         )
+        .unwrap()
     };
+    let m = fl.metrics("k8s-w1").unwrap();
+    assert!(drops("malformed") > 1000, "malformed: {m}");
+    assert!(drops("bad_ip_checksum") > 1000, "{m}");
+    assert!(drops("unsupported_ethertype") > 100, "{m}");
+    assert!(drops("vxlan_bad_vni") > 1000, "wrong VNI: {m}");
+    assert!(drops("unknown_tunnel_peer") > 1000, "{m}");
     assert!(
-        drops("malformed") > 1000,
-        "malformed: {}",
-        fl.metrics("k8s-w1")
-    );
-    assert!(drops("bad_ip_checksum") > 1000);
-    assert!(drops("unsupported_ethertype") > 100);
-    assert!(
-        drops("vxlan_bad_vni") > 1000,
-        "wrong VNI: {}",
-        fl.metrics("k8s-w1")
-    );
-    assert!(drops("unknown_tunnel_peer") > 1000);
-    assert!(
-        fl.ping("k8s-w1-pod1", pod_by_name("k8s-w0-pod1")),
+        fl.ping("k8s-w1-pod1", pod_by_name("k8s-w0-pod1")).unwrap(),
         "still forwarding"
     );
     for n in WORKERS {
         assert!(
-            fl.metrics(n).contains("ferry_rx_packets_total"),
+            fl.metrics(n).unwrap().contains("ferry_rx_packets_total"),
             "ferry on {n} is alive"
         );
     }
+}
+
+/// SIGHUP while a transfer runs: new tables generations are published, a broken tables file is
+/// refused (the running tables stay), and the transfer completes intact.
+#[test]
+fn sighup_reloads_without_dropping_traffic() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = lab("hu");
+    let fl = ferry(&lab, Mode::Ipip);
+    let pid = fl.child("k8s-w1").unwrap().id();
+    let path = fl.tables_path("k8s-w1");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let hup = || {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success())
+    };
+    // Reload outcomes logged so far: each SIGHUP adds one ("published" or "reload failed").
+    let outcomes = || {
+        let log = fl.child("k8s-w1").unwrap().output();
+        log.matches("(SIGHUP)").count() + log.matches("reload failed").count()
+    };
+    std::thread::scope(|s| {
+        let t = s.spawn(|| fl.tcp("k8s-w1-pod1", "k8s-w2-pod1", 40 << 20));
+        for i in 0..6 {
+            let text = if i == 3 {
+                "this is = not [valid"
+            } else {
+                good.as_str()
+            };
+            std::fs::write(&path, text).unwrap();
+            let before = outcomes();
+            hup();
+            let t0 = Instant::now();
+            while outcomes() == before {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "reload {i} not handled"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        t.join().unwrap().expect("transfer across reloads");
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let generation = fl
+        .counter("k8s-w1", "ferry_tables_published_generation", &[])
+        .unwrap();
+    assert!(
+        generation >= 6,
+        "5 good reloads published: generation {generation}"
+    );
+    let log = fl.child("k8s-w1").unwrap().output();
+    assert!(
+        log.contains("reload failed, keeping the current tables"),
+        "{log}"
+    );
+    assert!(fl.ping("k8s-w1-pod2", pod_by_name("k8s-w0-pod2")).unwrap());
 }

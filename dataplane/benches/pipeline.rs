@@ -19,26 +19,29 @@
 //! AF_XDP UMEM.
 //!
 //! Before anything is timed, every one of the 4,096 frames of a path goes through the pipeline
-//! once and must get `Verdict::Tx` to its expected port, the expected output length and header
-//! bytes, and the expected encap/decap counter: a bench of drops would measure nothing.
+//! once and must get `Verdict::Tx` to its expected port, the expected output length, header
+//! bytes and valid IPv4 checksums, and the expected encap/decap counter: a bench of drops would
+//! measure nothing.
 //!
-//! Groups:
-//! - `pipeline`: the measurement. `iter_batched_ref` with `BatchSize::SmallInput`: the setup
-//!   (untimed) restores 64 pristine frames into a fresh buffer; the timed routine builds the 64
-//!   packet descriptors (`Frame::new`, `Packet::new`, as a worker does from its RX ring) and
-//!   runs `Pipeline::process`. Criterion prepares up to a tenth of a sample's iterations before
-//!   timing them, so by the time a batch is processed its frames have usually left L1/L2:
-//!   closest to a NIC writing to memory without DDIO (as on this AMD host).
-//! - `pipeline_warm`: the same batches restored into one persistent buffer inside the timed
-//!   loop (frames hot in cache, as after a kernel copy); `restore` times that restore alone, to
-//!   subtract.
-//! - `lpm_only`: `Tables::lookup_batch` on the same 64-address batches, the route pass alone;
+//! Groups (each reports 64 elements per iteration, so criterion's throughput is packets/s):
+//! - `pipeline`: the measurement. `iter_batched_ref`: the untimed setup restores 64 pristine
+//!   frames from the templates into a UMEM buffer; the timed routine builds the 64 packet
+//!   descriptors (`Frame::new`, `Packet::new`, as a worker does from its RX ring) and runs
+//!   `Pipeline::process`. Batches are prepared 16 at a time (`BatchSize::NumIterations`, not
+//!   `SmallInput`, see [`BATCHES_PER_TIMING`]) in recycled buffers, so the frames are in cache
+//!   as after the kernel's copy into the UMEM.
+//! - `pipeline_cold`: the same, with the frames' cache lines flushed in the setup (CLFLUSH): a
+//!   NIC writing to memory without DDIO, the worst case.
+//! - `pipeline_warm`: the restore inside the timed loop, into one persistent buffer; `restore`
+//!   times the restore (and descriptors) alone. `pipeline_warm − restore` cross-checks
+//!   `pipeline` by a second method.
+//! - `lpm_only`: `Tables::lookup_batch` alone on the same 64-address batches: the route pass;
 //!   `pipeline − lpm_only` is the LPM-free cost of the pipeline.
 //!
 //! `cargo bench -p dataplane --bench pipeline -- --warm-up-time 1 --measurement-time 3`
 //!
-//! After criterion's own report a table gives ns/packet and Mpps per path, read back from
-//! criterion's estimates. Under `cargo test --benches` each bench runs once (a smoke test of
+//! After criterion's own report a table gives ns/packet (median over samples, and criterion's
+//! slope estimate with its interval) and Mpps per path, read back from criterion's estimates. Under `cargo test --benches` each bench runs once (a smoke test of
 //! the setup and its assertions).
 
 use std::cell::RefCell;

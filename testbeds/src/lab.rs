@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -26,6 +25,9 @@ pub const ID_MAX: usize = 10;
 /// When set (to anything but `0`), a guard that drops leaves its lab up and says how to remove it
 /// (for looking at a failed test's lab).
 pub const KEEP_ENV: &str = "FERRY_LAB_KEEP";
+
+/// How long `up` waits for a freshly built lab to match its plan (carriers to settle).
+pub const VERIFY_SETTLE: Duration = Duration::from_secs(3);
 
 /// How far `up` got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +69,17 @@ pub struct UpOptions {
     pub replace: bool,
     /// Compare the built lab against its plan (like `status`) before returning.
     pub verify: bool,
+    /// Fail on purpose after this step (for testing the rollback).
+    pub fail_after: Option<BuildStep>,
+}
+
+/// The steps of [`Lab::up`], in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildStep {
+    Namespaces,
+    Links,
+    Configure,
+    Verify,
 }
 
 impl Default for UpOptions {
@@ -75,6 +88,7 @@ impl Default for UpOptions {
             id: None,
             replace: false,
             verify: true,
+            fail_after: None,
         }
     }
 }
@@ -213,33 +227,31 @@ fn read_state(id: &str) -> Result<Option<LabState>, LabError> {
         .map_err(|source| LabError::StateFormat { path, source })
 }
 
-/// Creates the state file, failing if it exists: the claim that makes `up` race-free.
+/// Creates the state file, failing if it exists: the claim that makes `up` race-free. The
+/// content is written to a private file first and hard-linked into place, so no reader ever sees
+/// a half-written state file (which would look like an orphan).
 fn claim_state(state: &LabState) -> Result<(), LabError> {
     fs::create_dir_all(STATE_DIR).map_err(io_err(format!("creating {STATE_DIR}")))?;
     let path = state_path(&state.id);
-    let mut f = match fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(LabError::Exists {
-                id: state.id.clone(),
-                detail: format!("its state file {} exists", path.display()),
-            })
-        }
-        Err(e) => return Err(io_err(format!("creating {}", path.display()))(e)),
-    };
+    let tmp = path.with_extension(format!("json.{}.claim", std::process::id()));
     let json = serde_json::to_string_pretty(state).unwrap_or_default();
-    f.write_all(json.as_bytes())
-        .map_err(io_err(format!("writing {}", path.display())))
+    fs::write(&tmp, json).map_err(io_err(format!("writing {}", tmp.display())))?;
+    let linked = fs::hard_link(&tmp, &path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(LabError::Exists {
+            id: state.id.clone(),
+            detail: format!("its state file {} exists", path.display()),
+        }),
+        Err(e) => Err(io_err(format!("creating {}", path.display()))(e)),
+    }
 }
 
 /// Rewrites the state file atomically.
 fn write_state(state: &LabState) -> Result<(), LabError> {
     let path = state_path(&state.id);
-    let tmp = path.with_extension("json.tmp");
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
     let json = serde_json::to_string_pretty(state).unwrap_or_default();
     fs::write(&tmp, json).map_err(io_err(format!("writing {}", tmp.display())))?;
     fs::rename(&tmp, &path).map_err(io_err(format!("renaming {}", tmp.display())))
@@ -334,7 +346,7 @@ impl Lab {
             armed: true,
             timings: UpTimings::default(),
         };
-        let built = lab.build(opts.verify).and_then(|()| {
+        let built = lab.build(opts).and_then(|()| {
             state.phase = Phase::Up;
             write_state(&state)
         });
@@ -357,7 +369,13 @@ impl Lab {
         Ok(lab)
     }
 
-    fn build(&mut self, verify: bool) -> Result<(), LabError> {
+    fn build(&mut self, opts: &UpOptions) -> Result<(), LabError> {
+        let injected = |step: BuildStep| -> Result<(), LabError> {
+            if opts.fail_after == Some(step) {
+                return Err(LabError::Injected(step));
+            }
+            Ok(())
+        };
         let t = Instant::now();
         sys::ip_batch(
             None,
@@ -366,6 +384,7 @@ impl Lab {
             "adding the namespaces",
         )?;
         self.timings.namespaces = t.elapsed();
+        injected(BuildStep::Namespaces)?;
 
         let t = Instant::now();
         sys::ip_batch(
@@ -375,22 +394,32 @@ impl Lab {
             "creating the veth pairs",
         )?;
         self.timings.links = t.elapsed();
+        injected(BuildStep::Links)?;
 
         let t = Instant::now();
         self.configure_all()?;
         self.timings.configure = t.elapsed();
+        injected(BuildStep::Configure)?;
 
-        if verify {
+        if opts.verify {
+            // Bridges get their carrier from the kernel's link watcher, a moment after their
+            // ports' peers come up: give the lab a few seconds to settle.
             let t = Instant::now();
-            let st = self.status()?;
-            if !st.is_healthy() {
-                return Err(LabError::Unhealthy {
-                    problems: st.problems,
-                });
+            loop {
+                let st = self.status()?;
+                if st.is_healthy() {
+                    break;
+                }
+                if t.elapsed() > VERIFY_SETTLE {
+                    return Err(LabError::Unhealthy {
+                        problems: st.problems,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
             self.timings.verify = t.elapsed();
         }
-        Ok(())
+        injected(BuildStep::Verify)
     }
 
     /// Sysctls, offloads, bridges, addresses, links up and routes, namespace by namespace. The
@@ -457,16 +486,16 @@ impl Lab {
     /// Dropping it does not remove the lab.
     pub fn attach(id: &str) -> Result<Lab, LabError> {
         let id = normalize_id(id)?;
-        let state = read_state(&id)?.ok_or_else(|| LabError::NotFound {
-            id: id.clone(),
-            hint: if sys::netns_with_prefix(&prefix_of(&id))?.is_empty() {
+        let Some(state) = read_state(&id)? else {
+            let hint = if sys::netns_with_prefix(&prefix_of(&id))?.is_empty() {
                 String::new()
             } else {
                 format!(
                     "; its namespaces exist but the state file is gone: `ferry-lab down --lab {id}` removes them"
                 )
-            },
-        })?;
+            };
+            return Err(LabError::NotFound { id, hint });
+        };
         let topology = Topology::from_spec(state.topology)?;
         Ok(Lab {
             prefix: prefix_of(&id),
@@ -516,7 +545,15 @@ impl Lab {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(format!("removing {}", state_path(&id).display()))(e)),
         }
-        let _ = fs::remove_file(state_path(&id).with_extension("json.tmp"));
+        // Temporary files of writers that died between writing and renaming.
+        let stale = format!("{PREFIX_ROOT}{id}.json.");
+        if let Ok(dir) = fs::read_dir(STATE_DIR) {
+            for e in dir.filter_map(|e| e.ok()) {
+                if e.file_name().to_string_lossy().starts_with(&stale) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         let _ = fs::remove_dir_all(log_dir(&id));
         Ok(report)
     }
@@ -715,10 +752,11 @@ impl Lab {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Starts `argv` in a target's namespace, in the background, stdout and stderr to
-    /// `/run/ferry-lab/fl-<id>/<target>.<program>.<pid-less counter>.log` (see
-    /// [`LabChild::log_path`]). The child is stopped when the returned guard drops, and killed
-    /// by the lab's own teardown in any case.
+    /// Starts `argv` in a target's namespace, in the background, in a process group of its
+    /// own, stdout and stderr to `/run/ferry-lab/fl-<id>/<target>.<program>.<n>.log` (see
+    /// [`LabChild::log_path`], [`LabChild::output`]). Returns once the process is inside the
+    /// namespace. The child is stopped when the returned guard drops, and killed by the lab's
+    /// own teardown in any case.
     pub fn spawn_in<I, S>(&self, target: &str, argv: I) -> Result<LabChild, LabError>
     where
         I: IntoIterator<Item = S>,
@@ -751,8 +789,34 @@ impl Lab {
             .map_err(io_err(format!("opening {}", path.display())))?;
         let mut cmd = self.argv_command(target, argv)?;
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
-        let label = format!("{program} in {target}");
-        Ok(LabChild::spawn(&mut cmd, &label)?.with_log(path))
+        Ok(self.spawn_command(target, cmd)?.with_log(path))
+    }
+
+    /// Starts a command made with [`Lab::command`] for `target` (stdio as configured on it) in
+    /// the background, and returns once the process is inside the namespace (or has already
+    /// exited), so that a teardown from then on is sure to find it.
+    pub fn spawn_command(&self, target: &str, mut cmd: Command) -> Result<LabChild, LabError> {
+        let netns = self.netns(target)?;
+        let program = cmd
+            .get_args()
+            .nth(3)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "command".into());
+        let mut child = LabChild::spawn(&mut cmd, &format!("{program} in {target}"))?;
+        let want = sys::netns_id(&netns);
+        let end = Instant::now() + Duration::from_secs(5);
+        while want.is_some() && sys::pid_netns_id(child.id()) != want {
+            if child.try_wait()?.is_some() {
+                break;
+            }
+            if Instant::now() >= end {
+                return Err(LabError::Timeout {
+                    what: format!("{} to enter {netns}", child.label()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(child)
     }
 
     /// `ping -c 1` from a target to an address: whether a reply came within `timeout_s` seconds.
@@ -824,8 +888,8 @@ impl Lab {
         }
     }
 
-    /// The tcpdump command for a link (see [`Lab::resolve_link`]): `-n -e -Z root`, packet
-    /// buffered, writing `file` if given, stopping after `count` packets if given, with a
+    /// The tcpdump command for a link (see [`Lab::resolve_link`]): `--immediate-mode -n -e -U
+    /// -Z root` (every packet handed over and written at once, no privilege drop), writing `file` if given, stopping after `count` packets if given, with a
     /// filter expression.
     pub fn capture_command(
         &self,
@@ -836,7 +900,16 @@ impl Lab {
     ) -> Result<Command, LabError> {
         let (target, iface) = self.resolve_link(link)?;
         let mut cmd = self.command(&target, "tcpdump")?;
-        cmd.args(["-n", "-e", "-U", "-Z", "root", "-i", &iface]);
+        cmd.args([
+            "--immediate-mode",
+            "-n",
+            "-e",
+            "-U",
+            "-Z",
+            "root",
+            "-i",
+            &iface,
+        ]);
         if let Some(f) = file {
             cmd.arg("-w").arg(f);
         }
@@ -852,6 +925,34 @@ impl Lab {
     pub fn capture(&self, link: &str, file: &Path, filter: &[String]) -> Result<Capture, LabError> {
         let cmd = self.capture_command(link, Some(file), None, filter)?;
         Capture::start(cmd, &format!("tcpdump on {link}"), file.to_owned())
+    }
+
+    /// Ferry's forwarding tables for a node of this lab (see [`crate::tables::tables_spec`]).
+    pub fn tables_spec(
+        &self,
+        node: &str,
+        ipip_mode: dataplane::tables::EncapMode,
+        vxlan_mode: dataplane::tables::EncapMode,
+    ) -> Result<dataplane::tables::TablesSpec, LabError> {
+        Ok(crate::tables::tables_spec(
+            &self.topology,
+            node,
+            ipip_mode,
+            vxlan_mode,
+        )?)
+    }
+
+    /// Removes every lab whose owner process is gone (a test run that was killed before its
+    /// guards could drop) and every lab that has namespaces but no state file. Labs without an
+    /// owner (`ferry-lab up`) and labs whose owner still runs are left alone.
+    pub fn reap_orphans() -> Result<Vec<DownReport>, LabError> {
+        let mut reports = Vec::new();
+        for l in Lab::list()? {
+            if l.orphaned {
+                reports.push(Lab::down_id(&l.id)?);
+            }
+        }
+        Ok(reports)
     }
 
     /// The live lab compared against its plan.

@@ -7,7 +7,7 @@
 //! use testbeds::{Lab, Topology, UpOptions};
 //! let lab = Lab::up(&Topology::study(), &UpOptions::default())?;   // the guard
 //! assert!(lab.ping("k8s-w1-pod1", "172.16.158.2".parse().unwrap(), 2)?);
-//! let ferry = lab.spawn_in("k8s-w1", ["ferry", "node", "--config", "/tmp/w1.toml"])?;
+//! let ferry = lab.spawn_in("k8s-w1", ["ferry", "node", "run", "--tables", "/tmp/w1.toml"])?;
 //! // … test …
 //! drop(ferry); // SIGTERM, then SIGKILL
 //! drop(lab);   // every namespace, link and process of the lab is gone (also on panic)
@@ -16,18 +16,21 @@
 //!
 //! Modules: [`topology`] (the file format and its checks), [`plan`] (what a topology becomes:
 //! namespaces, links, routes, and the `ip` batches that build them), [`Lab`] (up, down, exec,
-//! spawn, capture, status), [`process`] (guarded child processes).
+//! spawn, capture, status), [`process`] (guarded child processes), [`tables`] (each node's
+//! forwarding tables for Ferry, derived from the topology).
 
+pub mod ferry;
 pub mod lab;
 pub mod plan;
 pub mod process;
 pub mod status;
 pub mod sys;
+pub mod tables;
 pub mod topology;
 
 pub use lab::{
-    normalize_id, prefix_of, DownReport, Lab, LabInfo, LabState, Phase, UpOptions, UpTimings,
-    KEEP_ENV, STATE_DIR,
+    normalize_id, prefix_of, BuildStep, DownReport, Lab, LabInfo, LabState, Phase, UpOptions,
+    UpTimings, KEEP_ENV, STATE_DIR,
 };
 pub use plan::{Plan, Role};
 pub use process::{Capture, LabChild};
@@ -87,6 +90,10 @@ pub enum LabError {
     UnknownLink { link: String, reason: String },
     #[error("no command given")]
     EmptyCommand,
+    #[error("failure injected after step {0:?} (UpOptions::fail_after)")]
+    Injected(lab::BuildStep),
+    #[error("ferry in the lab: {0}")]
+    Ferry(String),
     #[error("timed out waiting for {what}")]
     Timeout { what: String },
 }

@@ -1,7 +1,10 @@
 //! `ferry-lab`: network-namespace labs for Ferry (docs/lab.md).
+// The doc comments below are clap's --help text, where `<id>` and `<node>` are meant literally.
+#![allow(rustdoc::invalid_html_tags)]
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use dataplane::tables::EncapMode;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use testbeds::{Lab, Topology, UpOptions};
@@ -31,6 +34,7 @@ const EXAMPLES: &str = "Examples:
   ferry-lab capture k8s-w1 -c 10            tcpdump on k8s-w1's eth0
   ferry-lab capture caliw1p1 -w /tmp/p1.pcap icmp
   ferry-lab capture k8s-rtr:br10
+  ferry-lab tables k8s-w1 --ipip cross-subnet > /tmp/k8s-w1.toml
   ferry-lab down";
 
 #[derive(Subcommand)]
@@ -51,8 +55,11 @@ enum Cmd {
     /// Works from the id alone, without the state file.
     Down {
         /// Remove every lab on the machine.
-        #[arg(long, conflicts_with = "lab")]
+        #[arg(long, conflicts_with_all = ["lab", "orphans"])]
         all: bool,
+        /// Remove only orphaned labs: owner process gone (a killed test run) or no state file.
+        #[arg(long, conflicts_with = "lab")]
+        orphans: bool,
     },
     /// Show the lab's namespaces, links (up or not, MAC, addresses) and routes against its
     /// topology; exits 1 if anything is missing or wrong.
@@ -90,12 +97,61 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print Ferry's forwarding tables for a node of the lab (TOML, docs/tables.md), for
+    /// `ferry node run --tables`.
+    Tables {
+        node: String,
+        /// Calico ipipMode of the pool.
+        #[arg(long, value_enum, default_value = "always")]
+        ipip: Mode,
+        /// Calico vxlanMode of the pool.
+        #[arg(long, value_enum, default_value = "never")]
+        vxlan: Mode,
+    },
+    /// Stand a lab up, run Ferry on every node and check it, mode by mode: every pod pair across
+    /// nodes pings and moves data over TCP with an end-to-end SHA-256; a capture on the router's
+    /// link to the first worker shows, decoded by tshark, what the wire carries to a same-subnet
+    /// and an other-subnet node. Prints a summary table, tears the lab down, and exits 1 when
+    /// anything was not as the mode promises (Direct mode across the router must fail: the router
+    /// has no pod routes, as in the study).
+    Test {
+        /// ipip, vxlan, direct, ipip-cross-subnet, vxlan-cross-subnet, or all.
+        #[arg(long, default_value = "all")]
+        mode: String,
+        /// The ferry binary (default: `ferry` beside this program).
+        #[arg(long, value_name = "PATH")]
+        ferry: Option<PathBuf>,
+        /// Size of each TCP transfer.
+        #[arg(long, default_value_t = 10, value_name = "MB")]
+        megabytes: usize,
+        /// Topology file (default: the study lab).
+        #[arg(long, short = 't', value_name = "FILE")]
+        topology: Option<PathBuf>,
+    },
     /// Print the built-in study topology (a starting point for your own), or check a file.
     Topology {
         /// Check this file and print what it becomes instead.
         #[arg(long, value_name = "FILE")]
         check: Option<PathBuf>,
     },
+}
+
+/// Calico's encapsulation modes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    Never,
+    Always,
+    CrossSubnet,
+}
+
+impl From<Mode> for EncapMode {
+    fn from(m: Mode) -> EncapMode {
+        match m {
+            Mode::Never => EncapMode::Never,
+            Mode::Always => EncapMode::Always,
+            Mode::CrossSubnet => EncapMode::CrossSubnet,
+        }
+    }
 }
 
 /// The lab a command acts on: --lab, or the only one there is.
@@ -119,14 +175,34 @@ fn pick_lab(lab: &Option<String>) -> Result<String> {
 }
 
 fn main() {
+    // Die quietly on a closed pipe (`ferry-lab status | head`), like other command-line tools.
+    // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     if let Err(e) = run(Cli::parse()) {
-        eprintln!("ferry-lab: {e:#}");
+        // The library's messages already include their causes; print each cause once.
+        let mut msg = e.to_string();
+        for cause in e.chain().skip(1) {
+            let c = cause.to_string();
+            if !msg.contains(&c) {
+                msg.push_str(": ");
+                msg.push_str(&c);
+            }
+        }
+        eprintln!("ferry-lab: {msg}");
         std::process::exit(2);
     }
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
+        Cmd::Test {
+            mode,
+            ferry,
+            megabytes,
+            topology,
+        } => test(cli.lab, &mode, ferry, megabytes, topology),
         Cmd::Up {
             topology,
             replace,
@@ -163,6 +239,7 @@ fn run(cli: Cli) -> Result<()> {
                     id,
                     replace,
                     verify: !no_verify,
+                    fail_after: None,
                 },
             )?;
             let t = lab.timings();
@@ -183,7 +260,23 @@ fn run(cli: Cli) -> Result<()> {
             println!("  ferry-lab --lab {id} down");
             Ok(())
         }
-        Cmd::Down { all } => {
+        Cmd::Down {
+            all: _,
+            orphans: true,
+        } => {
+            let reports = Lab::reap_orphans()?;
+            if reports.is_empty() {
+                println!("no orphaned labs");
+            }
+            for r in reports {
+                println!("{r}");
+            }
+            Ok(())
+        }
+        Cmd::Down {
+            all,
+            orphans: false,
+        } => {
             let ids: Vec<String> = if all {
                 Lab::list()?.into_iter().map(|l| l.id).collect()
             } else {
@@ -270,6 +363,15 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Tables { node, ipip, vxlan } => {
+            let lab = Lab::attach(&pick_lab(&cli.lab)?)?;
+            let spec = lab.tables_spec(&node, ipip.into(), vxlan.into())?;
+            // Refuse to print tables that would not load.
+            dataplane::tables::Tables::compile(&spec, 0)
+                .with_context(|| format!("the tables of {node} do not compile"))?;
+            print!("{}", toml::to_string_pretty(&spec)?);
+            Ok(())
+        }
         Cmd::Topology { check } => {
             match check {
                 None => print!("{}", testbeds::topology::STUDY_TOML),
@@ -307,4 +409,152 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `ferry-lab test`.
+fn test(
+    id: Option<String>,
+    mode: &str,
+    ferry: Option<PathBuf>,
+    megabytes: usize,
+    topology: Option<PathBuf>,
+) -> Result<()> {
+    use testbeds::ferry::{wire_kind, FerryNodes, Mode};
+    let modes: Vec<Mode> = if mode == "all" {
+        Mode::ALL.to_vec()
+    } else {
+        vec![Mode::parse(mode).with_context(|| format!("unknown mode {mode:?} (ipip, vxlan, direct, ipip-cross-subnet, vxlan-cross-subnet, all)"))?]
+    };
+    let ferry = match ferry {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .context("where am I")?
+            .with_file_name("ferry"),
+    };
+    if !ferry.exists() {
+        bail!(
+            "no ferry binary at {} (build it with `cargo build --release`, or pass --ferry)",
+            ferry.display()
+        );
+    }
+    let topo = match topology {
+        Some(f) => Topology::from_file(&f)?,
+        None => Topology::study(),
+    };
+    let opts = UpOptions {
+        id,
+        ..UpOptions::default()
+    };
+    let lab = Lab::up(&topo, &opts)?;
+    println!(
+        "lab {} is up: {} nodes, {} pods",
+        lab.prefix().trim_end_matches('-'),
+        topo.nodes().len(),
+        topo.pods().len()
+    );
+    // The wire check: the first worker's first pod pings the first pod of one node in its subnet
+    // and one across the router; the capture is on the router's link to that worker.
+    let w = topo.pods().first().context("the topology has no pods")?;
+    let w_node = topo
+        .nodes()
+        .iter()
+        .find(|n| n.name == w.node)
+        .context("pod without node")?;
+    let peer_pod = |same: bool| {
+        topo.pods().iter().find(|p| {
+            p.node != w.node
+                && topo
+                    .nodes()
+                    .iter()
+                    .any(|n| n.name == p.node && (n.subnet == w_node.subnet) == same)
+        })
+    };
+    let link = format!("{}:{}", topo.router().name, w.node);
+    let mut summary = Vec::new();
+    let mut all_ok = true;
+    for m in modes {
+        println!("\n=== {} ===", m.name());
+        let nodes = FerryNodes::start(&lab, &ferry, m)?;
+        let results = nodes.matrix(megabytes << 20)?;
+        for r in &results {
+            let what = match (&r.ping, &r.tcp) {
+                (true, Some(Ok(()))) => format!("ping ok, {megabytes} MB TCP ok"),
+                (true, Some(Err(e))) => format!("ping ok, TCP FAILED: {e}"),
+                (true, None) => "ping ok".to_string(),
+                (false, _) => "no ping".to_string(),
+            };
+            println!(
+                "  {:<14} -> {:<14} {:<40} {}",
+                r.from,
+                r.to,
+                what,
+                if r.ok() { "as expected" } else { "UNEXPECTED" }
+            );
+        }
+        let mut wire = Vec::new();
+        for same in [true, false] {
+            let Some(p) = peer_pod(same) else { continue };
+            let rows = nodes.capture(&link, "ip", &["ip.proto", "ip.dst", "vxlan.vni"], || {
+                let _ = nodes.ping(&w.name, p.address);
+            })?;
+            let seen = rows
+                .iter()
+                .find(|r| {
+                    r.get(1)
+                        .is_some_and(|d| d.ends_with(&p.address.to_string()))
+                })
+                .map(|r| wire_kind(&r[0], r.get(2).map(String::as_str).unwrap_or("")))
+                .unwrap_or_else(|| "nothing".into());
+            let expected = m.wire(same).to_string();
+            println!(
+                "  wire {} -> {} ({} subnet): {seen}",
+                w.name,
+                p.name,
+                if same { "same" } else { "other" }
+            );
+            let wire_ok = seen == expected;
+            all_ok &= wire_ok;
+            wire.push(format!("{}{}", seen, if wire_ok { "" } else { " (!)" }));
+        }
+        let ok = results.iter().filter(|r| r.ok()).count();
+        let reached = results.iter().filter(|r| r.ping).count();
+        all_ok &= ok == results.len();
+        let rx = nodes
+            .counter(&w.node, "ferry_rx_packets_total", &[])
+            .unwrap_or(0);
+        summary.push(format!(
+            "{:<20} {:>3}/{:<3} {:>3}/{:<3} {:<12} {:<12} {:>10}",
+            m.name(),
+            reached,
+            results.len(),
+            ok,
+            results.len(),
+            wire.first().cloned().unwrap_or_default(),
+            wire.get(1).cloned().unwrap_or_default(),
+            rx
+        ));
+    }
+    println!(
+        "\n=== summary (pairs across nodes; wire = on the router's link to {}) ===",
+        w.node
+    );
+    println!(
+        "{:<20} {:<7} {:<7} {:<12} {:<12} {:>10}",
+        "mode",
+        "reached",
+        "as exp.",
+        "wire same",
+        "wire other",
+        format!("{} rx", w.node)
+    );
+    for l in &summary {
+        println!("{l}");
+    }
+    println!("\nDirect mode reaches only the same subnet: the router has no pod routes (as in the study).");
+    drop(lab);
+    println!("lab torn down");
+    if !all_ok {
+        bail!("some checks were not as expected (see above)");
+    }
+    Ok(())
 }

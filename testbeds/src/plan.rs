@@ -119,7 +119,17 @@ pub struct VethPlan {
     pub b_name: String,
     pub b_mac: MacAddr,
     pub mtu: u16,
+    /// Interface indexes of the two ends, distinct across the lab: the i-th pair gets
+    /// `FIRST_IFINDEX + 2i` and `FIRST_IFINDEX + 2i + 1`. Besides being reproducible, they keep
+    /// the kernel's link watcher fast: it handles a veth's carrier change at once only when the
+    /// veth's index differs from its peer's, which two fresh namespaces would otherwise often
+    /// make equal (both ends index 2), delaying bridge ports by up to a second.
+    pub a_index: u32,
+    pub b_index: u32,
 }
+
+/// The first interface index the lab gives a veth end.
+pub const FIRST_IFINDEX: u32 = 10;
 
 /// The whole lab.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +203,8 @@ impl Plan {
                 b_name: n.name.clone(),
                 b_mac: router_port_mac(n.address),
                 mtu: spec.uplink_mtu,
+                a_index: 0,
+                b_index: 0,
             });
             if router.pod_routes {
                 let dsts: Vec<Ipv4Prefix> = match n.block {
@@ -288,6 +300,8 @@ impl Plan {
                 b_name: p.port.clone(),
                 b_mac: MacAddr::CALICO_HOST_SIDE,
                 mtu: spec.pod_mtu,
+                a_index: 0,
+                b_index: 0,
             });
             namespaces.push(NsPlan {
                 target: p.name.clone(),
@@ -317,6 +331,10 @@ impl Plan {
             });
         }
 
+        for (i, v) in (0u32..).zip(veths.iter_mut()) {
+            v.a_index = FIRST_IFINDEX + 2 * i;
+            v.b_index = FIRST_IFINDEX + 2 * i + 1;
+        }
         Plan {
             namespaces,
             veths,
@@ -343,9 +361,18 @@ impl Plan {
             .iter()
             .map(|v| {
                 format!(
-                    "link add {} netns {prefix}{} address {} mtu {} type veth \
-                     peer name {} netns {prefix}{} address {} mtu {}",
-                    v.a_name, v.a_target, v.a_mac, v.mtu, v.b_name, v.b_target, v.b_mac, v.mtu
+                    "link add name {} index {} netns {prefix}{} address {} mtu {} type veth \
+                     peer name {} index {} netns {prefix}{} address {} mtu {}",
+                    v.a_name,
+                    v.a_index,
+                    v.a_target,
+                    v.a_mac,
+                    v.mtu,
+                    v.b_name,
+                    v.b_index,
+                    v.b_target,
+                    v.b_mac,
+                    v.mtu
                 )
             })
             .collect()
@@ -391,7 +418,7 @@ impl NsPlan {
         let mut v = Vec::new();
         for l in &self.links {
             if l.kind == LinkKind::Bridge {
-                let mut line = format!("link add {}", l.name);
+                let mut line = format!("link add name {}", l.name);
                 if let Some(m) = l.mac {
                     line.push_str(&format!(" address {m}"));
                 }
@@ -504,8 +531,9 @@ mod tests {
         let v = p.veth_lines("fl-x-");
         assert_eq!(
             v[0],
-            "link add eth0 netns fl-x-k8s-m address 02:00:c0:a8:0a:0a mtu 1500 type veth \
-             peer name k8s-m netns fl-x-k8s-rtr address 02:01:c0:a8:0a:0a mtu 1500"
+            "link add name eth0 index 10 netns fl-x-k8s-m address 02:00:c0:a8:0a:0a mtu 1500 \
+             type veth peer name k8s-m index 11 netns fl-x-k8s-rtr address 02:01:c0:a8:0a:0a \
+             mtu 1500"
         );
         for l in &v {
             assert_eq!(l.matches(" netns fl-x-").count(), 2, "{l}");

@@ -111,15 +111,25 @@ pub fn netns_with_prefix(prefix: &str) -> Result<Vec<String>, LabError> {
         .collect())
 }
 
+/// The identity (device, inode) of a named namespace.
+pub(crate) fn netns_id(name: &str) -> Option<(u64, u64)> {
+    let m = std::fs::metadata(format!("{NETNS_DIR}/{name}")).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
+/// The identity (device, inode) of a process's network namespace.
+pub(crate) fn pid_netns_id(pid: u32) -> Option<(u64, u64)> {
+    let m = std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
 /// Processes living in any of these named namespaces (`ip netns pids`, for all of them in one
 /// pass over `/proc`), as (pid, namespace).
 pub fn pids_in(namespaces: &[String]) -> Vec<(i32, String)> {
-    let mut ids = Vec::new();
-    for ns in namespaces {
-        if let Ok(m) = std::fs::metadata(format!("{NETNS_DIR}/{ns}")) {
-            ids.push(((m.dev(), m.ino()), ns.clone()));
-        }
-    }
+    let ids: Vec<((u64, u64), String)> = namespaces
+        .iter()
+        .filter_map(|ns| Some((netns_id(ns)?, ns.clone())))
+        .collect();
     if ids.is_empty() {
         return Vec::new();
     }

@@ -386,6 +386,9 @@ fn check_ifname(what: &'static str, name: &str) -> Result<(), TopologyError> {
     {
         return Err(bad("use only A-Z, a-z, 0-9, '-' and '_'".into()));
     }
+    if name.starts_with('-') {
+        return Err(bad("it starts with '-'".into()));
+    }
     if name == "lo" {
         return Err(bad("\"lo\" is the loopback".into()));
     }
