@@ -19,6 +19,7 @@
 //! spawn, capture, status), [`process`] (guarded child processes), [`tables`] (each node's
 //! forwarding tables for Ferry, derived from the topology).
 
+pub mod bench;
 pub mod ferry;
 pub mod lab;
 pub mod plan;

@@ -128,6 +128,21 @@ enum Cmd {
         #[arg(long, short = 't', value_name = "FILE")]
         topology: Option<PathBuf>,
     },
+    /// Measure pod-to-pod across two nodes (k8s-w1-pod1 → k8s-w2-pod1) in a fresh study lab,
+    /// side by side in one run: iperf3 TCP throughput and 64-byte UDP packet rate, the Linux
+    /// kernel (plain routing; a kernel VXLAN device like Calico's vxlan.calico) against Ferry
+    /// (Direct, VXLAN, and IPIP, which this kernel cannot do). Prints a table with ratios.
+    Bench {
+        /// The ferry binary (default: `ferry` beside this program).
+        #[arg(long, value_name = "PATH")]
+        ferry: Option<PathBuf>,
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+        /// Also write the rows as JSON here.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Print the built-in study topology (a starting point for your own), or check a file.
     Topology {
         /// Check this file and print what it becomes instead.
@@ -203,6 +218,7 @@ fn run(cli: Cli) -> Result<()> {
             megabytes,
             topology,
         } => test(cli.lab, &mode, ferry, megabytes, topology),
+        Cmd::Bench { ferry, seconds, json } => bench(cli.lab, ferry, seconds, json),
         Cmd::Up {
             topology,
             replace,
@@ -409,6 +425,53 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn ferry_binary(ferry: Option<PathBuf>) -> Result<PathBuf> {
+    let ferry = match ferry {
+        Some(p) => p,
+        None => std::env::current_exe().context("where am I")?.with_file_name("ferry"),
+    };
+    if !ferry.exists() {
+        bail!("no ferry binary at {} (build it with `cargo build --release`, or pass --ferry)", ferry.display());
+    }
+    Ok(ferry)
+}
+
+/// `ferry-lab bench`.
+fn bench(id: Option<String>, ferry: Option<PathBuf>, seconds: u32, json: Option<PathBuf>) -> Result<()> {
+    let ferry = ferry_binary(ferry)?;
+    let lab = Lab::up(&Topology::study(), &UpOptions { id, ..UpOptions::default() })?;
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    println!("lab {} up; {} s per run; {} CPUs ({cpu})", lab.prefix().trim_end_matches('-'), seconds, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    let rows = testbeds::bench::run(&lab, &ferry, seconds)?;
+    let kernel = |mode: &str| rows.iter().find(|r| r.system == "linux kernel" && r.mode == mode);
+    println!("{:<14} {:<7} {:>9} {:>11} {:>8} {:>10} {:>14}", "system", "mode", "TCP Gb/s", "UDP64 kpps", "loss %", "ferry CPU s", "vs kernel");
+    for r in &rows {
+        let ratio = match (r.system.as_str(), kernel(&r.mode)) {
+            ("ferry", Some(k)) if k.tcp_gbps > 0.0 && k.udp64_kpps > 0.0 => {
+                format!("{:.2}x / {:.2}x", r.tcp_gbps / k.tcp_gbps, r.udp64_kpps / k.udp64_kpps)
+            }
+            _ => "-".into(),
+        };
+        println!(
+            "{:<14} {:<7} {:>9.2} {:>11.1} {:>8.2} {:>10} {:>14}",
+            r.system,
+            r.mode,
+            r.tcp_gbps,
+            r.udp64_kpps,
+            r.udp64_loss_pct,
+            r.ferry_cpu_s.map(|c| format!("{c:.1}")).unwrap_or_else(|| "-".into()),
+            ratio
+        );
+    }
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_string_pretty(&rows)? + "\n").with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// `ferry-lab test`.

@@ -1,0 +1,135 @@
+//! End-to-end figures in the lab, side by side in one run: pod-to-pod across two nodes of the
+//! same subnet (k8s-w1-pod1 → k8s-w2-pod1), iperf3 TCP throughput and 64-byte UDP packet rate,
+//! Ferry against the Linux kernel doing the same job — plain routing (Direct) and a kernel VXLAN
+//! device configured as Calico configures `vxlan.calico` (VXLAN). The kernel here has no IPIP
+//! module, so IPIP is measured for Ferry alone.
+
+use crate::ferry::{FerryNodes, Mode};
+use crate::{Lab, LabError};
+use dataplane::fixtures::vtep_mac_of;
+use std::path::Path;
+use std::time::Duration;
+
+/// One measured system.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchRow {
+    pub system: String,
+    pub mode: String,
+    /// iperf3 TCP, receiver side.
+    pub tcp_gbps: f64,
+    /// iperf3 UDP with 18-byte payloads (64-byte frames with FCS), received packets per second.
+    pub udp64_kpps: f64,
+    /// UDP datagrams lost in that run, percent.
+    pub udp64_loss_pct: f64,
+    /// CPU seconds the dataplane processes (Ferry on both nodes) used during the runs; the
+    /// kernel's forwarding work runs in softirq and is not attributed to a process.
+    pub ferry_cpu_s: Option<f64>,
+}
+
+const FROM_POD: &str = "k8s-w1-pod1";
+const TO_POD: &str = "k8s-w2-pod1";
+const NODES: [(&str, &str, &str); 2] = [("k8s-w1", "192.168.10.101", "172.16.158.0/26"), ("k8s-w2", "192.168.10.102", "172.16.184.0/26")];
+
+fn io(e: impl std::fmt::Display) -> LabError {
+    LabError::Ferry(e.to_string())
+}
+
+/// Routes and devices that let the kernel alone do the job in `mode`; returns what to undo.
+fn kernel_setup(lab: &Lab, mode: Mode) -> Result<Vec<(String, Vec<String>)>, LabError> {
+    let mut undo = Vec::new();
+    for (i, (node, _, _)) in NODES.iter().enumerate() {
+        let (peer, peer_addr, peer_block) = NODES[1 - i];
+        let _ = peer;
+        match mode {
+            Mode::Direct => {
+                lab.exec_ok(node, ["ip", "route", "add", peer_block, "via", peer_addr])?;
+                undo.push((node.to_string(), vec!["ip".into(), "route".into(), "del".into(), peer_block.into()]));
+            }
+            Mode::Vxlan => {
+                let (_, my_addr, my_block) = NODES[i];
+                let my_vtep = vtep_mac_of(my_addr.parse().map_err(io)?).to_string();
+                let peer_vtep = vtep_mac_of(peer_addr.parse().map_err(io)?).to_string();
+                let my_tunnel = my_block.replace("/26", "/32");
+                let peer_tunnel = peer_block.replace("/26", "");
+                for cmd in [
+                    format!("ip link add vxlan.calico address {my_vtep} type vxlan id 4096 dstport 4789 local {my_addr} dev eth0 nolearning"),
+                    "ip link set vxlan.calico mtu 1450 up".to_string(),
+                    format!("ip addr add {my_tunnel} dev vxlan.calico"),
+                    format!("ip neigh add {peer_tunnel} lladdr {peer_vtep} dev vxlan.calico nud permanent"),
+                    format!("bridge fdb add {peer_vtep} dev vxlan.calico dst {peer_addr}"),
+                    format!("ip route add {peer_block} via {peer_tunnel} dev vxlan.calico onlink"),
+                ] {
+                    lab.exec_ok(node, cmd.split(' '))?;
+                }
+                undo.push((node.to_string(), vec!["ip".into(), "link".into(), "del".into(), "vxlan.calico".into()]));
+            }
+            _ => return Err(io(format!("the kernel baseline has no {} mode here", mode.name()))),
+        }
+    }
+    Ok(undo)
+}
+
+fn iperf(lab: &Lab, args: &[&str], secs: u32) -> Result<serde_json::Value, LabError> {
+    let server = lab.spawn_in(TO_POD, ["iperf3", "-s", "-1", "-J"])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let to = lab.topology().pod(TO_POD).map(|p| p.address.to_string()).ok_or_else(|| io("no pod"))?;
+    let t = secs.to_string();
+    let mut argv = vec!["iperf3", "-c", to.as_str(), "-t", t.as_str(), "-J"];
+    argv.extend_from_slice(args);
+    let out = lab.exec(FROM_POD, argv)?;
+    drop(server);
+    serde_json::from_slice(&out.stdout).map_err(|e| io(format!("iperf3 output: {e}: {}", String::from_utf8_lossy(&out.stderr))))
+}
+
+fn measure(lab: &Lab, secs: u32) -> Result<(f64, f64, f64), LabError> {
+    let tcp = iperf(lab, &[], secs)?;
+    let gbps = tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9;
+    let udp = iperf(lab, &["-u", "-b", "0", "-l", "18"], secs)?;
+    let s = &udp["end"]["sum"];
+    let packets = s["packets"].as_f64().unwrap_or(0.0);
+    let lost = s["lost_packets"].as_f64().unwrap_or(0.0);
+    let seconds = s["seconds"].as_f64().unwrap_or(f64::from(secs)).max(0.001);
+    let kpps = (packets - lost) / seconds / 1e3;
+    let loss = if packets > 0.0 { lost * 100.0 / packets } else { 100.0 };
+    Ok((gbps, kpps, loss))
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the command (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the stat line: 12 and 13 after the ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Measures the kernel and Ferry in Direct and VXLAN mode, and Ferry in IPIP mode.
+pub fn run(lab: &Lab, ferry: &Path, secs: u32) -> Result<Vec<BenchRow>, LabError> {
+    let mut rows = Vec::new();
+    for mode in [Mode::Direct, Mode::Vxlan] {
+        let undo = kernel_setup(lab, mode)?;
+        let r = measure(lab, secs);
+        for (node, cmd) in &undo {
+            let _ = lab.exec(node, cmd);
+        }
+        let (tcp, kpps, loss) = r?;
+        rows.push(BenchRow { system: "linux kernel".into(), mode: mode.name().into(), tcp_gbps: tcp, udp64_kpps: kpps, udp64_loss_pct: loss, ferry_cpu_s: None });
+    }
+    for mode in [Mode::Direct, Mode::Vxlan, Mode::Ipip] {
+        let nodes = FerryNodes::start(lab, ferry, mode)?;
+        let pids: Vec<u32> = NODES.iter().filter_map(|(n, _, _)| nodes.child(n).map(|c| c.id())).collect();
+        let before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+        let (tcp, kpps, loss) = measure(lab, secs)?;
+        let after: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+        rows.push(BenchRow {
+            system: "ferry".into(),
+            mode: mode.name().into(),
+            tcp_gbps: tcp,
+            udp64_kpps: kpps,
+            udp64_loss_pct: loss,
+            ferry_cpu_s: Some(after - before),
+        });
+    }
+    Ok(rows)
+}
