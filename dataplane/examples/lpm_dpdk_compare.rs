@@ -18,7 +18,10 @@
 //! Cycles: `test-fib` counts TSC ticks (`rte_rdtsc_precise`) around each burst of 64
 //! `rte_fib_lookup_bulk` lookups. `rdtsc` needs `unsafe`, so this example times with
 //! `Instant` and converts nanoseconds to TSC ticks with the `cpu MHz` of `/proc/cpuinfo`
-//! (or `--mhz`), which on a `constant_tsc` machine is the TSC rate.
+//! (or `--mhz`), which on a `constant_tsc` machine is the TSC rate. `rte_rdtsc_precise` fences,
+//! so the CPU drains between test-fib's bursts: the "clock per burst" line, which reads the
+//! clock around every burst of 64 too, is the one to set beside test-fib's figure. The
+//! whole-loop lines show what Ferry does when bursts may overlap.
 //!
 //! `--dpdk-byte-order`: when `test-fib` reads addresses from a file (`-t`), it keeps them in
 //! network byte order but looks them up as host-order `u32`s, i.e. byte-swapped on x86. This
