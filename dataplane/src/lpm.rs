@@ -65,7 +65,7 @@ const TBL24_LEN: usize = 1 << 24;
 const TBL8_GROUP_LEN: usize = 256;
 /// Addresses per chunk in [`Lpm::lookup_batch`]: enough independent `tbl24` misses to fill
 /// the memory pipeline, few enough that two chunks in flight fit the CPU's reorder window.
-/// Measured on the DPDK test-fib workload: 8 to 32 are within noise, 16 is the best.
+/// Measured on the DPDK test-fib workload (docs/benchmarks-lpm.md): 16 beat 8, 12, 20 and 32.
 const BATCH_CHUNK: usize = 16;
 
 const NH_MASK: u32 = 0x00ff_ffff;
