@@ -28,7 +28,10 @@ pub struct BenchRow {
 
 const FROM_POD: &str = "k8s-w1-pod1";
 const TO_POD: &str = "k8s-w2-pod1";
-const NODES: [(&str, &str, &str); 2] = [("k8s-w1", "192.168.10.101", "172.16.158.0/26"), ("k8s-w2", "192.168.10.102", "172.16.184.0/26")];
+const NODES: [(&str, &str, &str); 2] = [
+    ("k8s-w1", "192.168.10.101", "172.16.158.0/26"),
+    ("k8s-w2", "192.168.10.102", "172.16.184.0/26"),
+];
 
 fn io(e: impl std::fmt::Display) -> LabError {
     LabError::Ferry(e.to_string())
@@ -43,7 +46,10 @@ fn kernel_setup(lab: &Lab, mode: Mode) -> Result<Vec<(String, Vec<String>)>, Lab
         match mode {
             Mode::Direct => {
                 lab.exec_ok(node, ["ip", "route", "add", peer_block, "via", peer_addr])?;
-                undo.push((node.to_string(), vec!["ip".into(), "route".into(), "del".into(), peer_block.into()]));
+                undo.push((
+                    node.to_string(),
+                    vec!["ip".into(), "route".into(), "del".into(), peer_block.into()],
+                ));
             }
             Mode::Vxlan => {
                 let (_, my_addr, my_block) = NODES[i];
@@ -61,9 +67,22 @@ fn kernel_setup(lab: &Lab, mode: Mode) -> Result<Vec<(String, Vec<String>)>, Lab
                 ] {
                     lab.exec_ok(node, cmd.split(' '))?;
                 }
-                undo.push((node.to_string(), vec!["ip".into(), "link".into(), "del".into(), "vxlan.calico".into()]));
+                undo.push((
+                    node.to_string(),
+                    vec![
+                        "ip".into(),
+                        "link".into(),
+                        "del".into(),
+                        "vxlan.calico".into(),
+                    ],
+                ));
             }
-            _ => return Err(io(format!("the kernel baseline has no {} mode here", mode.name()))),
+            _ => {
+                return Err(io(format!(
+                    "the kernel baseline has no {} mode here",
+                    mode.name()
+                )))
+            }
         }
     }
     Ok(undo)
@@ -72,30 +91,48 @@ fn kernel_setup(lab: &Lab, mode: Mode) -> Result<Vec<(String, Vec<String>)>, Lab
 fn iperf(lab: &Lab, args: &[&str], secs: u32) -> Result<serde_json::Value, LabError> {
     let server = lab.spawn_in(TO_POD, ["iperf3", "-s", "-1", "-J"])?;
     std::thread::sleep(Duration::from_millis(300));
-    let to = lab.topology().pod(TO_POD).map(|p| p.address.to_string()).ok_or_else(|| io("no pod"))?;
+    let to = lab
+        .topology()
+        .pod(TO_POD)
+        .map(|p| p.address.to_string())
+        .ok_or_else(|| io("no pod"))?;
     let t = secs.to_string();
     let mut argv = vec!["iperf3", "-c", to.as_str(), "-t", t.as_str(), "-J"];
     argv.extend_from_slice(args);
     let out = lab.exec(FROM_POD, argv)?;
     drop(server);
-    serde_json::from_slice(&out.stdout).map_err(|e| io(format!("iperf3 output: {e}: {}", String::from_utf8_lossy(&out.stderr))))
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        io(format!(
+            "iperf3 output: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    })
 }
 
 fn measure(lab: &Lab, secs: u32) -> Result<(f64, f64, f64), LabError> {
     let tcp = iperf(lab, &[], secs)?;
-    let gbps = tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9;
+    let gbps = tcp["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1e9;
     let udp = iperf(lab, &["-u", "-b", "0", "-l", "18"], secs)?;
     let s = &udp["end"]["sum"];
     let packets = s["packets"].as_f64().unwrap_or(0.0);
     let lost = s["lost_packets"].as_f64().unwrap_or(0.0);
     let seconds = s["seconds"].as_f64().unwrap_or(f64::from(secs)).max(0.001);
     let kpps = (packets - lost) / seconds / 1e3;
-    let loss = if packets > 0.0 { lost * 100.0 / packets } else { 100.0 };
+    let loss = if packets > 0.0 {
+        lost * 100.0 / packets
+    } else {
+        100.0
+    };
     Ok((gbps, kpps, loss))
 }
 
 fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
     // Fields after the command (which may contain spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -114,11 +151,21 @@ pub fn run(lab: &Lab, ferry: &Path, secs: u32) -> Result<Vec<BenchRow>, LabError
             let _ = lab.exec(node, cmd);
         }
         let (tcp, kpps, loss) = r?;
-        rows.push(BenchRow { system: "linux kernel".into(), mode: mode.name().into(), tcp_gbps: tcp, udp64_kpps: kpps, udp64_loss_pct: loss, ferry_cpu_s: None });
+        rows.push(BenchRow {
+            system: "linux kernel".into(),
+            mode: mode.name().into(),
+            tcp_gbps: tcp,
+            udp64_kpps: kpps,
+            udp64_loss_pct: loss,
+            ferry_cpu_s: None,
+        });
     }
     for mode in [Mode::Direct, Mode::Vxlan, Mode::Ipip] {
         let nodes = FerryNodes::start(lab, ferry, mode)?;
-        let pids: Vec<u32> = NODES.iter().filter_map(|(n, _, _)| nodes.child(n).map(|c| c.id())).collect();
+        let pids: Vec<u32> = NODES
+            .iter()
+            .filter_map(|(n, _, _)| nodes.child(n).map(|c| c.id()))
+            .collect();
         let before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
         let (tcp, kpps, loss) = measure(lab, secs)?;
         let after: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();

@@ -218,7 +218,11 @@ fn run(cli: Cli) -> Result<()> {
             megabytes,
             topology,
         } => test(cli.lab, &mode, ferry, megabytes, topology),
-        Cmd::Bench { ferry, seconds, json } => bench(cli.lab, ferry, seconds, json),
+        Cmd::Bench {
+            ferry,
+            seconds,
+            json,
+        } => bench(cli.lab, ferry, seconds, json),
         Cmd::Up {
             topology,
             replace,
@@ -430,30 +434,67 @@ fn run(cli: Cli) -> Result<()> {
 fn ferry_binary(ferry: Option<PathBuf>) -> Result<PathBuf> {
     let ferry = match ferry {
         Some(p) => p,
-        None => std::env::current_exe().context("where am I")?.with_file_name("ferry"),
+        None => std::env::current_exe()
+            .context("where am I")?
+            .with_file_name("ferry"),
     };
     if !ferry.exists() {
-        bail!("no ferry binary at {} (build it with `cargo build --release`, or pass --ferry)", ferry.display());
+        bail!(
+            "no ferry binary at {} (build it with `cargo build --release`, or pass --ferry)",
+            ferry.display()
+        );
     }
     Ok(ferry)
 }
 
 /// `ferry-lab bench`.
-fn bench(id: Option<String>, ferry: Option<PathBuf>, seconds: u32, json: Option<PathBuf>) -> Result<()> {
+fn bench(
+    id: Option<String>,
+    ferry: Option<PathBuf>,
+    seconds: u32,
+    json: Option<PathBuf>,
+) -> Result<()> {
     let ferry = ferry_binary(ferry)?;
-    let lab = Lab::up(&Topology::study(), &UpOptions { id, ..UpOptions::default() })?;
+    let lab = Lab::up(
+        &Topology::study(),
+        &UpOptions {
+            id,
+            ..UpOptions::default()
+        },
+    )?;
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
-    println!("lab {} up; {} s per run; {} CPUs ({cpu})", lab.prefix().trim_end_matches('-'), seconds, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "lab {} up; {} s per run; {} CPUs ({cpu})",
+        lab.prefix().trim_end_matches('-'),
+        seconds,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     let rows = testbeds::bench::run(&lab, &ferry, seconds)?;
-    let kernel = |mode: &str| rows.iter().find(|r| r.system == "linux kernel" && r.mode == mode);
-    println!("{:<14} {:<7} {:>9} {:>11} {:>8} {:>10} {:>14}", "system", "mode", "TCP Gb/s", "UDP64 kpps", "loss %", "ferry CPU s", "vs kernel");
+    let kernel = |mode: &str| {
+        rows.iter()
+            .find(|r| r.system == "linux kernel" && r.mode == mode)
+    };
+    println!(
+        "{:<14} {:<7} {:>9} {:>11} {:>8} {:>10} {:>14}",
+        "system", "mode", "TCP Gb/s", "UDP64 kpps", "loss %", "ferry CPU s", "vs kernel"
+    );
     for r in &rows {
         let ratio = match (r.system.as_str(), kernel(&r.mode)) {
             ("ferry", Some(k)) if k.tcp_gbps > 0.0 && k.udp64_kpps > 0.0 => {
-                format!("{:.2}x / {:.2}x", r.tcp_gbps / k.tcp_gbps, r.udp64_kpps / k.udp64_kpps)
+                format!(
+                    "{:.2}x / {:.2}x",
+                    r.tcp_gbps / k.tcp_gbps,
+                    r.udp64_kpps / k.udp64_kpps
+                )
             }
             _ => "-".into(),
         };
@@ -464,12 +505,15 @@ fn bench(id: Option<String>, ferry: Option<PathBuf>, seconds: u32, json: Option<
             r.tcp_gbps,
             r.udp64_kpps,
             r.udp64_loss_pct,
-            r.ferry_cpu_s.map(|c| format!("{c:.1}")).unwrap_or_else(|| "-".into()),
+            r.ferry_cpu_s
+                .map(|c| format!("{c:.1}"))
+                .unwrap_or_else(|| "-".into()),
             ratio
         );
     }
     if let Some(path) = json {
-        std::fs::write(&path, serde_json::to_string_pretty(&rows)? + "\n").with_context(|| format!("write {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_string_pretty(&rows)? + "\n")
+            .with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
 }

@@ -1,0 +1,86 @@
+//! The `ferry` command's own errors: bad input ends in a clear message and exit 1, never a
+//! panic, and nothing is attached or started. (No test here touches an interface: the node
+//! daemon is exercised inside lab namespaces in `lab.rs`.)
+
+use std::process::Command;
+
+fn ferry(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .output()
+        .expect("run ferry");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+#[test]
+fn help_explains_every_command() {
+    let (code, out, _) = ferry(&["--help"]);
+    assert_eq!(code, 0);
+    for cmd in ["replay", "node", "tables"] {
+        assert!(out.contains(cmd), "{out}");
+    }
+    let (code, out, _) = ferry(&["node", "run", "--help"]);
+    assert_eq!(code, 0);
+    for opt in [
+        "--tables",
+        "--metrics",
+        "--core",
+        "--idle-spins",
+        "SIGHUP",
+        "SIGTERM",
+    ] {
+        assert!(
+            out.contains(opt),
+            "node run --help should mention {opt}:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn node_run_with_a_bad_tables_file_fails_before_touching_anything() {
+    let dir = std::env::temp_dir().join(format!("ferry-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("missing.toml");
+    let (code, _, err) = ferry(&["node", "run", "--tables", missing.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot read tables file") && err.contains("missing.toml"),
+        "{err}"
+    );
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[node]\nname = 1\n").unwrap();
+    let (code, _, err) = ferry(&["node", "run", "--tables", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("bad.toml") && err.contains("not valid"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+    let (code, _, err) = ferry(&["tables", "check", bad.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tables_check_lists_the_compiled_routes() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/examples/k8s-w1.tables.toml"
+    );
+    let (code, out, err) = ferry(&["tables", "check", example]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("node k8s-w1"), "{out}");
+    assert!(
+        out.contains("172.16.184.0/26") && out.contains("Ipip"),
+        "{out}"
+    );
+    assert!(
+        out.contains("172.16.158.1/32") && out.contains("caliw1p1"),
+        "{out}"
+    );
+    assert!(out.contains("0.0.0.0/0"), "{out}");
+}
