@@ -68,9 +68,13 @@ enum NodeCommand {
         /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9091).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
-        /// Pin the worker to this CPU core.
-        #[arg(long, value_name = "N")]
-        core: Option<usize>,
+        /// Worker threads; the receive queues of every port are spread over them (a port
+        /// needs at least as many queues as there are workers; a veth has one per CPU).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Pin the workers to these CPU cores, in order (e.g. --cores 0,1).
+        #[arg(long, value_name = "N,N,...", value_delimiter = ',')]
+        cores: Vec<usize>,
         /// Idle polls before the worker sleeps in poll(2); 0 = always busy-poll.
         #[arg(long, default_value_t = 2000)]
         idle_spins: u32,
@@ -113,13 +117,13 @@ fn run(cli: Cli) -> Result<()> {
                 NodeCommand::Run {
                     tables,
                     metrics,
-                    core,
+                    workers,
+                    cores,
                     idle_spins,
                     frames,
                 },
         } => {
             let worker = dataplane::worker::WorkerConfig {
-                core,
                 idle_spins,
                 frames,
                 ..Default::default()
@@ -128,6 +132,8 @@ fn run(cli: Cli) -> Result<()> {
                 tables,
                 metrics,
                 worker,
+                workers,
+                cores,
             })
         }
     }

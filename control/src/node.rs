@@ -30,6 +30,10 @@ pub struct NodeOptions {
     pub tables: PathBuf,
     pub metrics: Option<SocketAddr>,
     pub worker: WorkerConfig,
+    /// Worker threads; each owns a share of every port's receive queues.
+    pub workers: usize,
+    /// Cores to pin the workers to, in order (default: not pinned).
+    pub cores: Vec<usize>,
 }
 
 fn log(msg: impl std::fmt::Display) {
@@ -175,14 +179,34 @@ pub fn run(opts: NodeOptions) -> Result<()> {
     let node_addr = Ipv4Addr::from(loaded.tables.node.address);
     let vxlan_port = loaded.tables.node.vxlan_port;
     let (publisher, reader) = TablesPublisher::new(loaded.tables);
-    let port_queues: Vec<(String, u32)> = ports.iter().map(|p| (p.clone(), rx_queues(p))).collect();
-    let worker = Worker::new(
-        &port_queues,
-        reader,
-        opts.worker.clone(),
-        std::process::id().into(),
-    )
-    .context("cannot open the AF_XDP sockets")?;
+    // Spread every port's receive queues over the workers: worker k owns queues k, k+n, ...
+    let nworkers = opts.workers.max(1);
+    let mut port_queues: Vec<Vec<(String, Vec<u32>)>> = vec![Vec::new(); nworkers];
+    for p in &ports {
+        let q = rx_queues(p);
+        if (q as usize) < nworkers {
+            bail!("port {p} has {q} receive queue(s): run at most {q} worker(s), or give the interface more queues");
+        }
+        for (k, w) in port_queues.iter_mut().enumerate() {
+            w.push((
+                p.clone(),
+                (0..q).filter(|i| *i as usize % nworkers == k).collect(),
+            ));
+        }
+    }
+    let mut workers = Vec::with_capacity(nworkers);
+    for (k, pq) in port_queues.iter().enumerate() {
+        let mut cfg = opts.worker.clone();
+        cfg.core = opts.cores.get(k).copied().or(cfg.core);
+        let w = Worker::new(
+            pq,
+            reader.clone(),
+            cfg,
+            u64::from(std::process::id()) << 8 | k as u64,
+        )
+        .with_context(|| format!("cannot open the AF_XDP sockets of worker {k}"))?;
+        workers.push(w);
+    }
     let mut steering = Vec::with_capacity(ports.len());
     let current = publisher.current();
     for (i, port) in current.ports.iter().enumerate() {
@@ -191,15 +215,17 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             PortKind::Pod => Role::Pod,
         };
         let mut s = Steering::attach(&port.name, role, node_addr, vxlan_port)?;
-        for (q, sock) in worker.port_sockets(i as u16).enumerate() {
-            s.set_socket(q as u32, sock.fd())?;
+        for w in &workers {
+            for sock in w.port_sockets(i as u16) {
+                s.set_socket(sock.queue(), sock.fd())?;
+            }
         }
         if role == Role::Uplink {
             s.set_local_prefixes(&local_prefixes(&current))?;
         }
         steering.push(s);
     }
-    let shared: Vec<Arc<WorkerShared>> = vec![worker.shared()];
+    let shared: Vec<Arc<WorkerShared>> = workers.iter().map(|w| w.shared()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -212,16 +238,21 @@ pub fn run(opts: NodeOptions) -> Result<()> {
         metrics::serve(addr, metrics_state.clone(), stop.clone())?;
         log(format!("metrics on http://{addr}/metrics"));
     }
-    let worker_stop = stop.clone();
-    let handle = std::thread::Builder::new()
-        .name("ferry-worker-0".into())
-        .spawn(move || worker.run(&worker_stop))
-        .context("cannot start the worker thread")?;
+    let mut handles = Vec::with_capacity(nworkers);
+    for (k, w) in workers.into_iter().enumerate() {
+        let worker_stop = stop.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("ferry-worker-{k}"))
+            .spawn(move || w.run(&worker_stop))
+            .context("cannot start a worker thread")?;
+        handles.push(h);
+    }
     log(format!(
-        "node {} forwarding on {} ports ({}), tables generation {}",
+        "node {} forwarding on {} ports ({}) with {} worker(s), tables generation {}",
         current.node_name,
         ports.len(),
         ports.join(", "),
+        nworkers,
         current.generation
     ));
     drop(current);
@@ -232,8 +263,9 @@ pub fn run(opts: NodeOptions) -> Result<()> {
     let mut known = kernel_neighbors();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
-        if handle.is_finished() {
-            bail!("the worker thread stopped unexpectedly");
+        if handles.iter().any(|h| h.is_finished()) {
+            stop.store(true, Ordering::Relaxed);
+            bail!("a worker thread stopped unexpectedly");
         }
         let reload = hup.swap(false, Ordering::Relaxed);
         let neigh_due = last_neigh.elapsed() >= Duration::from_secs(1);
@@ -294,7 +326,9 @@ pub fn run(opts: NodeOptions) -> Result<()> {
     }
     log("stopping");
     stop.store(true, Ordering::Relaxed);
-    let _ = handle.join();
+    for h in handles {
+        let _ = h.join();
+    }
     drop(steering);
     log("stopped: sockets closed, XDP programs detached");
     Ok(())

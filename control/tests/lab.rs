@@ -365,3 +365,50 @@ fn sighup_reloads_without_dropping_traffic() {
     );
     assert!(fl.ping("k8s-w1-pod2", pod_by_name("k8s-w0-pod2")).unwrap());
 }
+
+/// Two workers per node, each owning one of every port's two receive queues: every pair still
+/// connects, and both workers carry traffic.
+#[test]
+fn two_workers_share_every_port() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut spec = Topology::study().spec().clone();
+    spec.queues = 2;
+    let topo = Topology::from_spec(spec).unwrap();
+    let id = format!("tw{}", std::process::id() % 10000);
+    let lab = Lab::up(
+        &topo,
+        &UpOptions {
+            replace: true,
+            ..UpOptions::with_id(&id)
+        },
+    )
+    .unwrap();
+    let fl = FerryNodes::start_with(
+        &lab,
+        Path::new(env!("CARGO_BIN_EXE_ferry")),
+        Mode::Vxlan,
+        &["--workers", "2"],
+    )
+    .unwrap();
+    let results = fl.matrix(2 << 20).unwrap();
+    let bad: Vec<_> = results.iter().filter(|r| !r.ok()).collect();
+    assert!(bad.is_empty(), "{bad:?}");
+    let log = fl.child("k8s-w1").unwrap().output();
+    assert!(log.contains("with 2 worker(s)"), "{log}");
+    let per_worker: Vec<u64> = ["0", "1"]
+        .iter()
+        .map(|w| {
+            fl.counter(
+                "k8s-w1",
+                "ferry_rx_packets_total",
+                &[&format!("worker=\"{w}\"")],
+            )
+            .unwrap()
+        })
+        .collect();
+    assert!(per_worker.iter().sum::<u64>() > 1000, "{per_worker:?}");
+    assert!(
+        per_worker.iter().all(|n| *n > 0),
+        "both workers received: {per_worker:?}"
+    );
+}

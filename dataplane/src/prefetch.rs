@@ -25,6 +25,25 @@ pub fn prefetch_read<T>(p: &T) {
     let _ = p;
 }
 
+/// Hints that `slice[index]` will be read soon. `index` may be out of bounds: a prefetch of
+/// any address is harmless, so no check is made and the caller may compute it without
+/// branches.
+#[inline(always)]
+pub fn prefetch_index<T>(slice: &[T], index: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let ptr = slice.as_ptr().wrapping_add(index);
+        // SAFETY: `prefetcht0` is a hint: it never faults and never changes memory or
+        // registers, whatever the address, so an out-of-bounds `index` is harmless.
+        // `wrapping_add` computes the address without claiming it is in bounds. SSE is part of
+        // the x86_64 baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (slice, index);
+}
+
 #[cfg(test)]
 mod tests {
     use super::prefetch_read;

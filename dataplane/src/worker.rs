@@ -114,12 +114,13 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Opens one socket per receive queue of every port, in port order: `ports[i]` is the name
-    /// and receive-queue count of port `i` in every tables snapshot this worker will see. (A
-    /// veth has one queue per CPU by default, and the kernel hands a frame only to the socket
-    /// bound to the queue it arrived on.)
+    /// Opens one socket per given receive queue of every port, in port order: `ports[i]` is
+    /// the name of port `i` in every tables snapshot this worker will see, and the queues of it
+    /// this worker owns (at least one; it transmits on the first). Each queue of a port belongs
+    /// to exactly one worker: the kernel hands a frame only to the socket bound to the queue it
+    /// arrived on, and one queue takes one socket.
     pub fn new(
-        ports: &[(String, u32)],
+        ports: &[(String, Vec<u32>)],
         tables: TablesReader,
         config: WorkerConfig,
         seed: u64,
@@ -129,9 +130,14 @@ impl Worker {
         let mut socket_port = Vec::new();
         let mut tx_socket = Vec::with_capacity(ports.len());
         for (port, (name, queues)) in ports.iter().enumerate() {
+            if queues.is_empty() {
+                return Err(XskError::Geometry(
+                    "every port needs at least one queue per worker",
+                ));
+            }
             tx_socket.push(sockets.len());
-            for q in 0..(*queues).max(1) {
-                let s = XskSocket::bind(&umem, name, q, config.rings, sockets.first())?;
+            for q in queues {
+                let s = XskSocket::bind(&umem, name, *q, config.rings, sockets.first())?;
                 sockets.push(s);
                 socket_port.push(port as PortId);
             }

@@ -354,6 +354,7 @@ pub struct XskSocket {
     completion: Ring<u64>,
     fd: OwnedFd,
     iface: String,
+    queue: u32,
     /// Frames in the tx ring not yet completed.
     tx_in_flight: u32,
     /// Frames in the fill ring (or received into the rx ring) not yet returned to us.
@@ -517,6 +518,7 @@ impl XskSocket {
             completion,
             fd,
             iface: iface.to_string(),
+            queue,
             tx_in_flight: 0,
             fill_in_flight: 0,
         })
@@ -528,6 +530,11 @@ impl XskSocket {
 
     pub fn iface(&self) -> &str {
         &self.iface
+    }
+
+    /// The interface queue this socket is bound to.
+    pub fn queue(&self) -> u32 {
+        self.queue
     }
 
     /// Frames this socket holds in the kernel (fill ring + tx ring).

@@ -85,12 +85,24 @@ pub struct FerryNodes<'a> {
     mode: Mode,
     dir: PathBuf,
     children: Vec<(String, LabChild)>,
+    /// Extra arguments for every `ferry node run`.
+    extra: Vec<String>,
 }
 
 impl<'a> FerryNodes<'a> {
     /// Writes each node's tables for `mode` and starts `ferry node run` on every node; returns
     /// once every Ferry says it is forwarding.
     pub fn start(lab: &'a Lab, ferry: &Path, mode: Mode) -> Result<FerryNodes<'a>, LabError> {
+        Self::start_with(lab, ferry, mode, &[])
+    }
+
+    /// As [`FerryNodes::start`], with extra `ferry node run` arguments (e.g. `--workers 2`).
+    pub fn start_with(
+        lab: &'a Lab,
+        ferry: &Path,
+        mode: Mode,
+        extra: &[&str],
+    ) -> Result<FerryNodes<'a>, LabError> {
         let dir = std::env::temp_dir().join(format!(
             "ferry-{}-{}",
             lab.prefix().trim_end_matches('-'),
@@ -108,6 +120,7 @@ impl<'a> FerryNodes<'a> {
             mode,
             dir,
             children: Vec::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         let nodes: Vec<String> = lab
             .topology()
@@ -142,18 +155,18 @@ impl<'a> FerryNodes<'a> {
         let text = toml::to_string(&spec).map_err(|e| LabError::Ferry(e.to_string()))?;
         std::fs::write(&path, text).map_err(|e| LabError::Ferry(e.to_string()))?;
         let ferry = self.ferry.to_string_lossy().to_string();
-        let mut child = self.lab.spawn_in(
-            node,
-            [
-                ferry.as_str(),
-                "node",
-                "run",
-                "--tables",
-                &path.to_string_lossy(),
-                "--metrics",
-                METRICS_ADDR,
-            ],
-        )?;
+        let tables = path.to_string_lossy().to_string();
+        let mut argv: Vec<&str> = vec![
+            ferry.as_str(),
+            "node",
+            "run",
+            "--tables",
+            tables.as_str(),
+            "--metrics",
+            METRICS_ADDR,
+        ];
+        argv.extend(self.extra.iter().map(String::as_str));
+        let mut child = self.lab.spawn_in(node, argv)?;
         let t0 = Instant::now();
         while !child.output().contains("forwarding on") {
             if t0.elapsed() > Duration::from_secs(15) || !child.is_running() {

@@ -138,6 +138,8 @@ pub struct Plan {
     pub namespaces: Vec<NsPlan>,
     pub veths: Vec<VethPlan>,
     pub disable_offloads: bool,
+    /// Queues of every veth end.
+    pub queues: u32,
 }
 
 /// The MAC of the router's port towards a node: `02:01:` + the node address (never on the wire
@@ -339,6 +341,7 @@ impl Plan {
             namespaces,
             veths,
             disable_offloads: spec.disable_offloads,
+            queues: spec.queues.clamp(1, 64),
         }
     }
 
@@ -360,7 +363,7 @@ impl Plan {
         self.veths
             .iter()
             .map(|v| {
-                format!(
+                let mut line = format!(
                     "link add name {} index {} netns {prefix}{} address {} mtu {} type veth \
                      peer name {} index {} netns {prefix}{} address {} mtu {}",
                     v.a_name,
@@ -373,7 +376,14 @@ impl Plan {
                     v.b_target,
                     v.b_mac,
                     v.mtu
-                )
+                );
+                if self.queues > 1 {
+                    // `ip link add` takes the queue counts before `type`, and again per peer.
+                    let q = format!("numtxqueues {0} numrxqueues {0}", self.queues);
+                    line = line.replacen(" type veth", &format!(" {q} type veth"), 1);
+                    line.push_str(&format!(" {q}"));
+                }
+                line
             })
             .collect()
     }

@@ -41,6 +41,10 @@ pub struct TopologySpec {
     /// frames and checksums that are really on the wire.
     #[serde(default = "default_true")]
     pub disable_offloads: bool,
+    /// Receive/transmit queues of every veth (default 1); Ferry spreads queues over its
+    /// workers, so `ferry node run --workers N` needs N.
+    #[serde(default = "default_queues")]
+    pub queues: u32,
     pub router: RouterSpec,
     pub subnets: Vec<SubnetSpec>,
     pub nodes: Vec<NodeSpec>,
@@ -54,6 +58,10 @@ fn default_name() -> String {
 
 fn default_mtu() -> u16 {
     1500
+}
+
+fn default_queues() -> u32 {
+    1
 }
 
 fn default_true() -> bool {
