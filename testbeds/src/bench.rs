@@ -142,7 +142,12 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Measures the kernel and Ferry in Direct and VXLAN mode, and Ferry in IPIP mode.
-pub fn run(lab: &Lab, ferry: &Path, secs: u32) -> Result<Vec<BenchRow>, LabError> {
+pub fn run(
+    lab: &Lab,
+    ferry: &Path,
+    secs: u32,
+    ferry_args: &[&str],
+) -> Result<Vec<BenchRow>, LabError> {
     let mut rows = Vec::new();
     for mode in [Mode::Direct, Mode::Vxlan] {
         let undo = kernel_setup(lab, mode)?;
@@ -161,7 +166,7 @@ pub fn run(lab: &Lab, ferry: &Path, secs: u32) -> Result<Vec<BenchRow>, LabError
         });
     }
     for mode in [Mode::Direct, Mode::Vxlan, Mode::Ipip] {
-        let nodes = FerryNodes::start(lab, ferry, mode)?;
+        let nodes = FerryNodes::start_with(lab, ferry, mode, ferry_args)?;
         let pids: Vec<u32> = NODES
             .iter()
             .filter_map(|(n, _, _)| nodes.child(n).map(|c| c.id()))
@@ -179,4 +184,108 @@ pub fn run(lab: &Lab, ferry: &Path, secs: u32) -> Result<Vec<BenchRow>, LabError
         });
     }
     Ok(rows)
+}
+
+/// The median of each system and mode over repeated runs, with the spread (min–max) of its
+/// TCP and UDP figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchSummary {
+    pub median: BenchRow,
+    pub tcp_gbps_range: (f64, f64),
+    pub udp64_kpps_range: (f64, f64),
+    pub runs: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn range(v: &[f64]) -> (f64, f64) {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (lo, hi)
+}
+
+/// Groups repeated runs by (system, mode), in first-seen order.
+pub fn summarize(rows: &[BenchRow]) -> Vec<BenchSummary> {
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for r in rows {
+        let k = (r.system.clone(), r.mode.clone());
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys.into_iter()
+        .map(|(system, mode)| {
+            let g: Vec<&BenchRow> = rows
+                .iter()
+                .filter(|r| r.system == system && r.mode == mode)
+                .collect();
+            let col = |f: &dyn Fn(&BenchRow) -> f64| g.iter().map(|r| f(r)).collect::<Vec<f64>>();
+            let tcp = col(&|r| r.tcp_gbps);
+            let udp = col(&|r| r.udp64_kpps);
+            let cpu: Vec<f64> = g.iter().filter_map(|r| r.ferry_cpu_s).collect();
+            BenchSummary {
+                median: BenchRow {
+                    system,
+                    mode,
+                    tcp_gbps: median(tcp.clone()),
+                    udp64_kpps: median(udp.clone()),
+                    udp64_loss_pct: median(col(&|r| r.udp64_loss_pct)),
+                    ferry_cpu_s: if cpu.is_empty() {
+                        None
+                    } else {
+                        Some(median(cpu))
+                    },
+                },
+                tcp_gbps_range: range(&tcp),
+                udp64_kpps_range: range(&udp),
+                runs: g.len(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(system: &str, tcp: f64) -> BenchRow {
+        BenchRow {
+            system: system.into(),
+            mode: "direct".into(),
+            tcp_gbps: tcp,
+            udp64_kpps: tcp * 10.0,
+            udp64_loss_pct: 0.0,
+            ferry_cpu_s: None,
+        }
+    }
+
+    #[test]
+    fn summary_takes_medians_per_system() {
+        let rows = [
+            row("k", 1.0),
+            row("f", 5.0),
+            row("k", 3.0),
+            row("f", 1.0),
+            row("k", 2.0),
+            row("f", 2.0),
+        ];
+        let s = summarize(&rows);
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (
+                s[0].median.system.as_str(),
+                s[0].median.tcp_gbps,
+                s[0].tcp_gbps_range
+            ),
+            ("k", 2.0, (1.0, 3.0))
+        );
+        assert_eq!((s[1].median.tcp_gbps, s[1].runs), (2.0, 3));
+    }
 }

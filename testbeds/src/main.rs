@@ -142,6 +142,13 @@ enum Cmd {
         /// Also write the rows as JSON here.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        /// Rounds: every system is measured once per round, rounds alternate systems; the table
+        /// shows medians and ranges.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Extra arguments for every `ferry node run` (repeat: --ferry-arg=--idle-spins --ferry-arg=50).
+        #[arg(long = "ferry-arg", value_name = "ARG", allow_hyphen_values = true)]
+        ferry_args: Vec<String>,
     },
     /// Print the built-in study topology (a starting point for your own), or check a file.
     Topology {
@@ -222,7 +229,9 @@ fn run(cli: Cli) -> Result<()> {
             ferry,
             seconds,
             json,
-        } => bench(cli.lab, ferry, seconds, json),
+            repeats,
+            ferry_args,
+        } => bench(cli.lab, ferry, seconds, json, repeats, &ferry_args),
         Cmd::Up {
             topology,
             replace,
@@ -453,6 +462,8 @@ fn bench(
     ferry: Option<PathBuf>,
     seconds: u32,
     json: Option<PathBuf>,
+    repeats: usize,
+    ferry_args: &[String],
 ) -> Result<()> {
     let ferry = ferry_binary(ferry)?;
     let lab = Lab::up(
@@ -478,16 +489,25 @@ fn bench(
             .map(|n| n.get())
             .unwrap_or(0)
     );
-    let rows = testbeds::bench::run(&lab, &ferry, seconds)?;
+    let args: Vec<&str> = ferry_args.iter().map(String::as_str).collect();
+    let mut rows = Vec::new();
+    for r in 0..repeats.max(1) {
+        eprintln!("round {} of {}", r + 1, repeats.max(1));
+        rows.extend(testbeds::bench::run(&lab, &ferry, seconds, &args)?);
+    }
+    let summary = testbeds::bench::summarize(&rows);
     let kernel = |mode: &str| {
-        rows.iter()
-            .find(|r| r.system == "linux kernel" && r.mode == mode)
+        summary
+            .iter()
+            .find(|s| s.median.system == "linux kernel" && s.median.mode == mode)
+            .map(|s| &s.median)
     };
     println!(
-        "{:<14} {:<7} {:>9} {:>11} {:>8} {:>10} {:>14}",
-        "system", "mode", "TCP Gb/s", "UDP64 kpps", "loss %", "ferry CPU s", "vs kernel"
+        "medians of {} round(s); TCP and UDP ranges are min-max\n{:<13} {:<7} {:>9} {:>13} {:>11} {:>15} {:>7} {:>8} {:>15}",
+        repeats.max(1), "system", "mode", "TCP Gb/s", "(range)", "UDP64 kpps", "(range)", "loss %", "CPU s", "vs kernel"
     );
-    for r in &rows {
+    for s in &summary {
+        let r = &s.median;
         let ratio = match (r.system.as_str(), kernel(&r.mode)) {
             ("ferry", Some(k)) if k.tcp_gbps > 0.0 && k.udp64_kpps > 0.0 => {
                 format!(
@@ -499,11 +519,13 @@ fn bench(
             _ => "-".into(),
         };
         println!(
-            "{:<14} {:<7} {:>9.2} {:>11.1} {:>8.2} {:>10} {:>14}",
+            "{:<13} {:<7} {:>9.2} {:>13} {:>11.1} {:>15} {:>7.1} {:>8} {:>15}",
             r.system,
             r.mode,
             r.tcp_gbps,
+            format!("{:.2}-{:.2}", s.tcp_gbps_range.0, s.tcp_gbps_range.1),
             r.udp64_kpps,
+            format!("{:.0}-{:.0}", s.udp64_kpps_range.0, s.udp64_kpps_range.1),
             r.udp64_loss_pct,
             r.ferry_cpu_s
                 .map(|c| format!("{c:.1}"))
@@ -511,6 +533,7 @@ fn bench(
             ratio
         );
     }
+    let rows = summary;
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&rows)? + "\n")
             .with_context(|| format!("write {}", path.display()))?;
