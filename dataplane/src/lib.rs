@@ -24,6 +24,4 @@ pub mod wire;
 pub mod worker;
 // The one module that talks to the kernel's AF_XDP rings; every block carries a SAFETY note.
 #[allow(unsafe_code)]
-pub mod prefetch;
-#[allow(unsafe_code)]
 pub mod xsk;

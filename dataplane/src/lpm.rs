@@ -231,7 +231,8 @@ impl Lpm {
     /// previous chunk's dependent tbl8 loads and hard-to-predict "extended?" branches (a
     /// two-stage software pipeline), so a chunk's worth of misses stays in flight across
     /// branch mispredictions. DPDK's `rte_lpm_lookup_bulk` and FIB bulk lookup get the same
-    /// effect from `rte_prefetch0`, which safe Rust cannot issue.
+    /// effect from `rte_prefetch0`, which safe Rust cannot issue. (DPDK's prefetching loop,
+    /// written with `_mm_prefetch`, measured slower than this one: docs/benchmarks-lpm.md.)
     pub fn lookup_batch(&self, addrs: &[u32], out: &mut [u32], miss: u32) {
         let n = addrs.len().min(out.len());
         let (addrs, out) = (&addrs[..n], &mut out[..n]);
@@ -268,128 +269,6 @@ impl Lpm {
             .zip(addr_chunks.remainder())
         {
             *o = self.lookup(addr).unwrap_or(miss);
-        }
-    }
-
-    #[doc(hidden)]
-    pub fn ab_dpdk(&self, addrs: &[u32], out: &mut [u32], miss: u32) {
-        const AHEAD: usize = 16;
-        let n = addrs.len().min(out.len());
-        let (addrs, out) = (&addrs[..n], &mut out[..n]);
-        for &a in addrs.iter().take(AHEAD) {
-            crate::prefetch::prefetch_read(&self.tbl24[(a >> 8) as usize]);
-        }
-        for (i, (o, &addr)) in out.iter_mut().zip(addrs).enumerate() {
-            if let Some(&a) = addrs.get(i + AHEAD) {
-                crate::prefetch::prefetch_read(&self.tbl24[(a >> 8) as usize]);
-            }
-            *o = self.lookup(addr).unwrap_or(miss);
-        }
-    }
-
-    #[doc(hidden)]
-    pub fn ab_3dist(&self, addrs: &[u32], out: &mut [u32], miss: u32) {
-        const A24: usize = 16;
-        const A8: usize = 8;
-        let n = addrs.len().min(out.len());
-        let (addrs, out) = (&addrs[..n], &mut out[..n]);
-        let tbl8 = self.tbl8.as_flattened();
-        for &a in addrs.iter().take(A24) {
-            crate::prefetch::prefetch_read(&self.tbl24[(a >> 8) as usize]);
-        }
-        for (i, (o, &addr)) in out.iter_mut().zip(addrs).enumerate() {
-            if let Some(&a) = addrs.get(i + A24) {
-                crate::prefetch::prefetch_read(&self.tbl24[(a >> 8) as usize]);
-            }
-            if let Some(&a) = addrs.get(i + A8) {
-                let e = self.tbl24[(a >> 8) as usize];
-                let idx = if e & EXT != 0 {
-                    (((e & NH_MASK) << 8) | (a & 0xff)) as usize
-                } else {
-                    0
-                };
-                crate::prefetch::prefetch_index(tbl8, idx);
-            }
-            *o = self.lookup(addr).unwrap_or(miss);
-        }
-    }
-
-    #[doc(hidden)]
-    pub fn ab_pipe_pf(&self, addrs: &[u32], out: &mut [u32], miss: u32) {
-        let n = addrs.len().min(out.len());
-        let (addrs, out) = (&addrs[..n], &mut out[..n]);
-        for &a in addrs.iter().take(BATCH_CHUNK) {
-            crate::prefetch::prefetch_read(&self.tbl24[(a >> 8) as usize]);
-        }
-        let mut addr_chunks = addrs.chunks_exact(BATCH_CHUNK);
-        let mut out_chunks = out.chunks_exact_mut(BATCH_CHUNK);
-        type Chunk<'a> = (
-            [u32; BATCH_CHUNK],
-            &'a [u32; BATCH_CHUNK],
-            &'a mut [u32; BATCH_CHUNK],
-        );
-        let mut pending: Option<Chunk<'_>> = None;
-        let mut next = BATCH_CHUNK;
-        for (a, o) in (&mut addr_chunks).zip(&mut out_chunks) {
-            let (Ok(a), Ok(o)) = (
-                <&[u32; BATCH_CHUNK]>::try_from(a),
-                <&mut [u32; BATCH_CHUNK]>::try_from(o),
-            ) else {
-                continue;
-            };
-            for &b in addrs.iter().skip(next).take(BATCH_CHUNK) {
-                crate::prefetch::prefetch_read(&self.tbl24[(b >> 8) as usize]);
-            }
-            next += BATCH_CHUNK;
-            let mut entries = [0u32; BATCH_CHUNK];
-            for (e, &addr) in entries.iter_mut().zip(a) {
-                *e = self.tbl24[(addr >> 8) as usize];
-            }
-            if let Some((entries, a, o)) = pending.replace((entries, a, o)) {
-                self.finish_chunk(entries, a, o, miss);
-            }
-        }
-        if let Some((entries, a, o)) = pending {
-            self.finish_chunk(entries, a, o, miss);
-        }
-        for (o, &addr) in out_chunks
-            .into_remainder()
-            .iter_mut()
-            .zip(addr_chunks.remainder())
-        {
-            *o = self.lookup(addr).unwrap_or(miss);
-        }
-    }
-
-    /// Three stages over the whole batch in blocks of 64: prefetch every tbl24 line, then
-    /// load the entries and prefetch the tbl8 lines, then resolve.
-    #[doc(hidden)]
-    pub fn ab_stages(&self, addrs: &[u32], out: &mut [u32], miss: u32) {
-        const B: usize = 64;
-        let n = addrs.len().min(out.len());
-        let (addrs, out) = (&addrs[..n], &mut out[..n]);
-        let tbl8 = self.tbl8.as_flattened();
-        for (a, o) in addrs.chunks(B).zip(out.chunks_mut(B)) {
-            for &x in a {
-                crate::prefetch::prefetch_read(&self.tbl24[(x >> 8) as usize]);
-            }
-            for (o, &x) in o.iter_mut().zip(a) {
-                let e = self.tbl24[(x >> 8) as usize];
-                let idx = if e & EXT != 0 {
-                    (((e & NH_MASK) << 8) | (x & 0xff)) as usize
-                } else {
-                    0
-                };
-                crate::prefetch::prefetch_index(tbl8, idx);
-                *o = e;
-            }
-            for (o, &x) in o.iter_mut().zip(a) {
-                let mut e = *o;
-                if e & EXT != 0 {
-                    e = self.tbl8_entry(e, x);
-                }
-                *o = if e & VALID != 0 { e & NH_MASK } else { miss };
-            }
         }
     }
 
