@@ -41,8 +41,9 @@
 //! `cargo bench -p dataplane --bench pipeline -- --warm-up-time 1 --measurement-time 3`
 //!
 //! After criterion's own report a table gives ns/packet (median over samples, and criterion's
-//! slope estimate with its interval) and Mpps per path, read back from criterion's estimates. Under `cargo test --benches` each bench runs once (a smoke test of
-//! the setup and its assertions).
+//! slope estimate with its interval) and Mpps per path, read back from criterion's estimates.
+//! Results and profile: `docs/benchmarks-pipeline.md`. Under `cargo test --benches` (or
+//! `-- --test`) each bench runs once, after the verification: a smoke test of the setup.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -894,5 +895,14 @@ fn main() {
     let ran = RefCell::new(Vec::new());
     bench_all(&mut c, &benches, &ran);
     c.final_summary();
-    print_summary(&dir, &ran.borrow());
+    // Only a measuring run writes fresh estimates (`cargo bench` passes --bench; `--test`,
+    // `--list` and `--profile-time` do not analyse, and `cargo test` runs each bench once).
+    let args: Vec<String> = std::env::args().collect();
+    let has = |flag: &str| {
+        args.iter()
+            .any(|a| a == flag || a.strip_prefix(flag).is_some_and(|v| v.starts_with('=')))
+    };
+    if has("--bench") && !has("--test") && !has("--list") && !has("--profile-time") {
+        print_summary(&dir, &ran.borrow());
+    }
 }
