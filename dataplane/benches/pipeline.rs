@@ -42,7 +42,7 @@
 //!
 //! After criterion's own report a table gives ns/packet (median over samples, and criterion's
 //! slope estimate with its interval) and Mpps per path, read back from criterion's estimates.
-//! Results and profile: `docs/benchmarks-pipeline.md`. Under `cargo test --benches` (or
+//! Results and profile: `docs/benchmarks.md (Pipeline)`. Under `cargo test --benches` (or
 //! `-- --test`) each bench runs once, after the verification: a smoke test of the setup.
 
 use std::cell::RefCell;

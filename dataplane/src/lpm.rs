@@ -65,7 +65,7 @@ const TBL24_LEN: usize = 1 << 24;
 const TBL8_GROUP_LEN: usize = 256;
 /// Addresses per chunk in [`Lpm::lookup_batch`]: enough independent `tbl24` misses to fill
 /// the memory pipeline, few enough that two chunks in flight fit the CPU's reorder window.
-/// Measured on the DPDK test-fib workload (docs/benchmarks-lpm.md): 16 beat 8, 12, 20 and 32.
+/// Measured on the DPDK test-fib workload (docs/benchmarks.md, LPM): 16 beat 8, 12, 20 and 32.
 const BATCH_CHUNK: usize = 16;
 
 const NH_MASK: u32 = 0x00ff_ffff;
@@ -232,7 +232,7 @@ impl Lpm {
     /// two-stage software pipeline), so a chunk's worth of misses stays in flight across
     /// branch mispredictions. DPDK's `rte_lpm_lookup_bulk` and FIB bulk lookup get the same
     /// effect from `rte_prefetch0`, which safe Rust cannot issue. (DPDK's prefetching loop,
-    /// written with `_mm_prefetch`, measured slower than this one: docs/benchmarks-lpm.md.)
+    /// written with `_mm_prefetch`, measured slower than this one: docs/benchmarks.md, LPM.)
     pub fn lookup_batch(&self, addrs: &[u32], out: &mut [u32], miss: u32) {
         let n = addrs.len().min(out.len());
         let (addrs, out) = (&addrs[..n], &mut out[..n]);
