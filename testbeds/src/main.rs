@@ -555,18 +555,7 @@ fn test(
     } else {
         vec![Mode::parse(mode).with_context(|| format!("unknown mode {mode:?} (ipip, vxlan, direct, ipip-cross-subnet, vxlan-cross-subnet, all)"))?]
     };
-    let ferry = match ferry {
-        Some(p) => p,
-        None => std::env::current_exe()
-            .context("where am I")?
-            .with_file_name("ferry"),
-    };
-    if !ferry.exists() {
-        bail!(
-            "no ferry binary at {} (build it with `cargo build --release`, or pass --ferry)",
-            ferry.display()
-        );
-    }
+    let ferry = ferry_binary(ferry)?;
     let topo = match topology {
         Some(f) => Topology::from_file(&f)?,
         None => Topology::study(),
