@@ -2,6 +2,8 @@
 //! pcap replay of the pipeline; the control-plane issue adds cluster sources, IPAM and the CNI.
 
 pub mod metrics;
+pub mod model;
 pub mod node;
 pub mod replay;
+pub mod selector;
 pub mod tables_file;
