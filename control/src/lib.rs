@@ -1,6 +1,8 @@
 //! Ferry's control plane. Today: loading forwarding tables from their text form and the offline
 //! pcap replay of the pipeline; the control-plane issue adds cluster sources, IPAM and the CNI.
 
+pub mod compile;
+pub mod ipam;
 pub mod metrics;
 pub mod model;
 pub mod node;

@@ -25,8 +25,24 @@ enum Command {
     /// its egress port ("host" for frames handed to the kernel). Drops are counted by reason.
     Replay {
         /// Forwarding tables (TOML; see docs/tables.md and docs/examples/).
-        #[arg(long, value_name = "FILE")]
-        tables: PathBuf,
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "manifests",
+            conflicts_with = "manifests"
+        )]
+        tables: Option<PathBuf>,
+        /// Build the tables from Kubernetes/Calico manifests instead (a file or a directory);
+        /// needs --node. The uplink port is then `uplink`, a pod's port `NAMESPACE/POD`.
+        #[arg(long, value_name = "DIR", requires = "node")]
+        manifests: Option<PathBuf>,
+        /// The node whose tables to build from --manifests.
+        #[arg(long, value_name = "NAME", requires = "manifests")]
+        node: Option<String>,
+        /// With --manifests: the node's default gateway on the uplink (needed to reach nodes in
+        /// other subnets; its MAC is derived from its address).
+        #[arg(long, value_name = "ADDR", requires = "manifests")]
+        gateway: Option<std::net::Ipv4Addr>,
         /// Input capture, pcap or pcapng, Ethernet link type.
         #[arg(long = "in", value_name = "IN.pcap[ng]")]
         input: PathBuf,
@@ -104,11 +120,21 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Replay {
             tables,
+            manifests,
+            node,
+            gateway,
             input,
             output,
             port,
             json,
-        } => replay(tables, input, output, port, json),
+        } => {
+            let t = match (tables, manifests, node) {
+                (Some(f), _, _) => control::tables_file::load(&f, 1)?,
+                (None, Some(dir), Some(node)) => tables_from_manifests(&dir, &node, gateway)?,
+                _ => anyhow::bail!("give --tables FILE, or --manifests DIR with --node NAME"),
+            };
+            replay(t, input, output, port, json)
+        }
         Command::Tables {
             command: TablesCommand::Check { file },
         } => tables_check(file),
@@ -139,14 +165,33 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Loads manifests (all-or-nothing) and compiles one node's tables from them.
+fn tables_from_manifests(
+    dir: &std::path::Path,
+    node: &str,
+    gateway: Option<std::net::Ipv4Addr>,
+) -> Result<dataplane::tables::Tables> {
+    let loaded = control::model::ClusterState::load_path(dir)?;
+    for w in &loaded.warnings {
+        eprintln!("ferry: warning: {w}");
+    }
+    let spec = control::compile::compile_node(&loaded.state, node, gateway)
+        .with_context(|| format!("cannot build the tables of {node} from {}", dir.display()))?;
+    dataplane::tables::Tables::compile(&spec, 1).with_context(|| {
+        format!(
+            "the tables built for {node} from {} do not compile",
+            dir.display()
+        )
+    })
+}
+
 fn replay(
-    tables: PathBuf,
+    t: dataplane::tables::Tables,
     input: PathBuf,
     output: PathBuf,
     port: Option<String>,
     json: Option<PathBuf>,
 ) -> Result<()> {
-    let t = control::tables_file::load(&tables, 1)?;
     let inf =
         std::fs::File::open(&input).with_context(|| format!("cannot open {}", input.display()))?;
     // Write to a temporary file and rename at the end, so a failed replay leaves no half output.

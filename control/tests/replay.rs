@@ -541,3 +541,87 @@ fn pcap_input_needs_a_port_and_corrupt_files_get_clear_errors() {
         assert!(!out.exists(), "{what}: no half-written output");
     }
 }
+
+/// `ferry replay --manifests DIR --node NAME`: tables built from the cluster's manifests (nodes
+/// with Calico's annotations, a CrossSubnet IPIP pool, pods with their addresses) route k8s-w1's
+/// pod traffic plain to k8s-w2 and through IPIP to k8s-w0, as tshark shows.
+#[test]
+fn replay_from_manifests_follows_the_pool_mode() {
+    let d = Scratch::new("manifests");
+    let manifests = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/lab");
+    let input = d.path("in.pcapng");
+    write_capture(
+        &input,
+        &[
+            (
+                "default/k8s-w1-pod1",
+                udp(pod("k8s-w1", 1), pod("k8s-w2", 1), 64, b"same subnet"),
+            ),
+            (
+                "default/k8s-w1-pod1",
+                udp(pod("k8s-w1", 1), pod("k8s-w0", 2), 64, b"across"),
+            ),
+            (
+                "default/k8s-w1-pod2",
+                udp(pod("k8s-w1", 2), pod("k8s-w1", 1), 64, b"local"),
+            ),
+        ],
+    );
+    let out = d.path("out.pcapng");
+    let json = d.path("out.json");
+    let o = ferry(&[
+        "replay",
+        "--manifests",
+        manifests,
+        "--node",
+        "k8s-w1",
+        "--gateway",
+        "192.168.10.254",
+        "--in",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = tshark(&out, &["frame.interface_name", "ip.proto", "ip.dst"]);
+    assert_eq!(
+        rows[0],
+        vec![
+            "uplink".to_string(),
+            "17".into(),
+            pod("k8s-w2", 1).to_string()
+        ]
+    );
+    assert_eq!(
+        rows[1],
+        vec![
+            "uplink".to_string(),
+            "4/17".into(),
+            format!("{W0}/{}", pod("k8s-w0", 2))
+        ]
+    );
+    assert_eq!(
+        rows[2],
+        vec![
+            "default/k8s-w1-pod1".to_string(),
+            "17".into(),
+            pod("k8s-w1", 1).to_string()
+        ]
+    );
+    // A node the manifests do not have is a clear error.
+    let o = ferry(&[
+        "replay",
+        "--manifests",
+        manifests,
+        "--node",
+        "k8s-w9",
+        "--in",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("k8s-w9"));
+}
