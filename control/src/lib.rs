@@ -8,4 +8,5 @@ pub mod model;
 pub mod node;
 pub mod replay;
 pub mod selector;
+pub mod show;
 pub mod tables_file;

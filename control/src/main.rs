@@ -61,6 +61,16 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Show cluster objects from manifests, calicoctl style.
+    Get {
+        #[command(subcommand)]
+        what: GetCommand,
+    },
+    /// IP address management.
+    Ipam {
+        #[command(subcommand)]
+        command: IpamCommand,
+    },
     /// Inspect forwarding tables.
     Tables {
         #[command(subcommand)]
@@ -97,6 +107,34 @@ enum NodeCommand {
         /// UMEM frames (2 KiB each).
         #[arg(long, default_value_t = 8192)]
         frames: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum GetCommand {
+    /// IP pools: NAME, CIDR, SELECTOR (`-o wide` adds NAT, IPIPMODE, VXLANMODE, DISABLED).
+    Ippools {
+        /// Manifests: a file or a directory of YAML/JSON.
+        #[arg(long, value_name = "DIR")]
+        manifests: PathBuf,
+        /// `wide` for more columns.
+        #[arg(short = 'o', long = "output", value_name = "FORMAT")]
+        output: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum IpamCommand {
+    /// Addresses per pool (and per block with --show-blocks): total, in use, free.
+    Show {
+        /// Manifests with the IP pools.
+        #[arg(long, value_name = "DIR")]
+        manifests: PathBuf,
+        /// The IPAM state directory (ipam.json); none means nothing allocated yet.
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        #[arg(long)]
+        show_blocks: bool,
     },
 }
 
@@ -138,6 +176,34 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tables {
             command: TablesCommand::Check { file },
         } => tables_check(file),
+        Command::Get {
+            what: GetCommand::Ippools { manifests, output },
+        } => {
+            let wide = match output.as_deref() {
+                None => false,
+                Some("wide") => true,
+                Some(other) => anyhow::bail!("unknown output format {other:?} (supported: wide)"),
+            };
+            let loaded = control::model::ClusterState::load_path(&manifests)?;
+            print!("{}", control::show::ippools(&loaded.state, wide));
+            Ok(())
+        }
+        Command::Ipam {
+            command:
+                IpamCommand::Show {
+                    manifests,
+                    state,
+                    show_blocks,
+                },
+        } => {
+            let loaded = control::model::ClusterState::load_path(&manifests)?;
+            let ipam = match state {
+                Some(dir) => control::ipam::Ipam::open(&dir)?.snapshot()?,
+                None => Default::default(),
+            };
+            print!("{}", control::show::ipam(&loaded.state, &ipam, show_blocks));
+            Ok(())
+        }
         Command::Node {
             command:
                 NodeCommand::Run {

@@ -84,3 +84,80 @@ fn tables_check_lists_the_compiled_routes() {
     );
     assert!(out.contains("0.0.0.0/0"), "{out}");
 }
+
+/// `ferry get ippools` prints the study's two pools exactly as calicoctl does in the study;
+/// `ferry ipam show --show-blocks` shows the blocks the IPAM store holds and their usage.
+#[test]
+fn get_ippools_and_ipam_show_like_calicoctl() {
+    let manifests = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/study");
+    let (code, out, err) = ferry(&["get", "ippools", "--manifests", manifests]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "NAME                  CIDR            SELECTOR\n\
+         default-ipv4-ippool   172.16.0.0/16   all()\n\
+         external-pool         172.18.0.0/16   !all()\n"
+    );
+    let (code, out, _) = ferry(&["get", "ippools", "--manifests", manifests, "-o", "wide"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("IPIPMODE") && out.contains("CrossSubnet"),
+        "{out}"
+    );
+    let (code, _, err) = ferry(&["get", "ippools", "--manifests", manifests, "-o", "xml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown output format"), "{err}");
+
+    // Three pods of the external namespace on two nodes, through the library's IPAM.
+    let dir = std::env::temp_dir().join(format!("ferry-cli-ipam-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let loaded = control::model::ClusterState::load_path(std::path::Path::new(manifests)).unwrap();
+    let pools: Vec<_> = loaded.state.ip_pools.values().cloned().collect();
+    let ipam = control::ipam::Ipam::open(&dir).unwrap();
+    let labels = std::collections::BTreeMap::new();
+    for (i, node) in ["k8s-w1", "k8s-w1", "k8s-w2"].iter().enumerate() {
+        let handle = format!("external-ns/nginx-{i}");
+        let req = control::ipam::AssignRequest {
+            handle: &handle,
+            node,
+            node_labels: &labels,
+            pools: &pools,
+            pool_names: Some(vec!["external-pool".into()]),
+            ip: None,
+        };
+        ipam.assign(&req).unwrap();
+    }
+    let (code, out, err) = ferry(&[
+        "ipam",
+        "show",
+        "--manifests",
+        manifests,
+        "--state",
+        dir.to_str().unwrap(),
+        "--show-blocks",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.contains(prefix))
+            .unwrap_or_else(|| panic!("{prefix} in\n{out}"))
+            .to_string()
+    };
+    assert!(
+        line("| IP Pool  | 172.18.0.0/16").contains("3 (0%)"),
+        "{out}"
+    );
+    assert!(
+        line("| IP Pool  | 172.16.0.0/16").contains("0 (0%)"),
+        "{out}"
+    );
+    let blocks: Vec<&str> = out.lines().filter(|l| l.starts_with("| Block")).collect();
+    assert_eq!(blocks.len(), 2, "one /24 per node:\n{out}");
+    assert!(
+        blocks
+            .iter()
+            .any(|b| b.contains("/24") && b.contains("2 (0%)")),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
