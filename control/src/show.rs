@@ -88,11 +88,7 @@ pub fn ippools(state: &ClusterState, wide: bool) -> String {
 }
 
 fn pct(part: u64, whole: u64) -> String {
-    if whole == 0 {
-        "0%".into()
-    } else {
-        format!("{}%", part * 100 / whole)
-    }
+    format!("{}%", (part * 100).checked_div(whole).unwrap_or(0))
 }
 
 /// `ferry ipam show [--show-blocks]`: per pool (and per block) the addresses in total, in use
