@@ -57,8 +57,7 @@ pub struct NodeFacts {
 
 /// `02:00:` + the address: a stable MAC for interfaces the manifests say nothing about.
 pub fn derived_mac(a: Ipv4Addr) -> MacAddr {
-    let o = a.octets();
-    MacAddr([0x02, 0x00, o[0], o[1], o[2], o[3]])
+    MacAddr::from_ipv4(0x02, a)
 }
 
 /// Address, subnet and VTEP MAC of a node, from Calico's annotations or its status.
@@ -107,14 +106,7 @@ pub fn node_facts(n: &Node) -> Result<NodeFacts, CompileError> {
         Some(m) => m
             .parse()
             .map_err(|e| bad(format!("{VXLAN_MAC_ANNOTATION}: {e}")))?,
-        None => MacAddr([
-            0x66,
-            0x00,
-            address.octets()[0],
-            address.octets()[1],
-            address.octets()[2],
-            address.octets()[3],
-        ]),
+        None => MacAddr::from_ipv4(0x66, address),
     };
     Ok(NodeFacts {
         address,
@@ -251,37 +243,19 @@ pub fn compile_node(
     }
     for (block, owner) in block_affinities(state)? {
         if owner == name {
-            routes.push(RouteSpec {
-                prefix: block,
-                to: RouteTarget::Blackhole,
-                peer: None,
-                encap: None,
-                mode: None,
-            });
+            routes.push(RouteSpec::to(block, RouteTarget::Blackhole));
         } else if state.nodes.contains_key(&owner) {
-            routes.push(RouteSpec {
-                prefix: block,
-                to: RouteTarget::Peer,
-                peer: Some(owner),
-                encap: None,
-                mode: None,
-            });
+            routes.push(RouteSpec::to_peer(block, owner));
         }
     }
     let felix = state.felix();
     Ok(TablesSpec {
         node: NodeSpec {
-            name: name.to_string(),
-            address: facts.address,
-            subnet: facts.subnet,
-            uplink: UPLINK_PORT.into(),
             gateway,
             vtep_mac: Some(facts.vtep_mac),
             vxlan_vni: felix.vxlan_vni(),
             vxlan_port: felix.vxlan_port(),
-            ipip_mtu: None,
-            vxlan_mtu: None,
-            icmp_source: None,
+            ..NodeSpec::new(name, facts.address, facts.subnet, UPLINK_PORT)
         },
         ports,
         neighbors,

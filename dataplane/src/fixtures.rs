@@ -60,14 +60,12 @@ pub const NODES: [LabNode; 4] = [
 
 /// The MAC of an interface with this address (`02:00:` + the address).
 pub fn mac_of(a: Ipv4Addr) -> MacAddr {
-    let o = a.octets();
-    MacAddr([0x02, 0x00, o[0], o[1], o[2], o[3]])
+    MacAddr::from_ipv4(0x02, a)
 }
 
 /// The VTEP MAC of a node (`66:00:` + its address).
 pub fn vtep_mac_of(a: Ipv4Addr) -> MacAddr {
-    let o = a.octets();
-    MacAddr([0x66, 0x00, o[0], o[1], o[2], o[3]])
+    MacAddr::from_ipv4(0x66, a)
 }
 
 pub fn node(name: &str) -> Option<&'static LabNode> {
@@ -134,42 +132,22 @@ pub fn study_tables_spec(
             address: other.address,
             vtep_mac: Some(vtep_mac_of(other.address)),
         });
-        routes.push(RouteSpec {
-            prefix: other.block.parse().ok()?,
-            to: RouteTarget::Peer,
-            peer: Some(other.name.into()),
-            encap: None,
-            mode: None,
-        });
+        routes.push(RouteSpec::to_peer(other.block.parse().ok()?, other.name));
     }
     // Calico blackholes the unallocated rest of its own block, and sends everything else out.
-    routes.push(RouteSpec {
-        prefix: me.block.parse().ok()?,
-        to: RouteTarget::Blackhole,
-        peer: None,
-        encap: None,
-        mode: None,
-    });
-    routes.push(RouteSpec {
-        prefix: "0.0.0.0/0".parse().ok()?,
-        to: RouteTarget::Gateway,
-        peer: None,
-        encap: None,
-        mode: None,
-    });
+    routes.push(RouteSpec::to(
+        me.block.parse().ok()?,
+        RouteTarget::Blackhole,
+    ));
+    routes.push(RouteSpec::to(
+        "0.0.0.0/0".parse().ok()?,
+        RouteTarget::Gateway,
+    ));
     Some(TablesSpec {
         node: NodeSpec {
-            name: me.name.into(),
-            address: me.address,
-            subnet,
-            uplink: "eth0".into(),
             gateway: Some(me.gateway),
             vtep_mac: Some(vtep_mac_of(me.address)),
-            vxlan_vni: crate::wire::vxlan::CALICO_VNI,
-            vxlan_port: crate::wire::vxlan::UDP_PORT,
-            ipip_mtu: None,
-            vxlan_mtu: None,
-            icmp_source: None,
+            ..NodeSpec::new(me.name, me.address, subnet, "eth0")
         },
         ports,
         neighbors,

@@ -144,6 +144,31 @@ pub struct NodeSpec {
     pub icmp_source: Option<Ipv4Addr>,
 }
 
+impl NodeSpec {
+    /// A node with Calico's defaults: VNI 4096, port 4789, tunnel MTUs from the uplink,
+    /// ICMP errors from the node address, no gateway and the uplink MAC as VTEP until set.
+    pub fn new(
+        name: impl Into<String>,
+        address: Ipv4Addr,
+        subnet: Ipv4Prefix,
+        uplink: impl Into<String>,
+    ) -> Self {
+        NodeSpec {
+            name: name.into(),
+            address,
+            subnet,
+            uplink: uplink.into(),
+            gateway: None,
+            vtep_mac: None,
+            vxlan_vni: default_vni(),
+            vxlan_port: default_vxlan_port(),
+            ipip_mtu: None,
+            vxlan_mtu: None,
+            icmp_source: None,
+        }
+    }
+}
+
 fn default_vni() -> u32 {
     vxlan::CALICO_VNI
 }
@@ -272,6 +297,30 @@ pub struct RouteSpec {
     /// `Always` or `CrossSubnet` for a tunnel; default `Always`.
     #[serde(default)]
     pub mode: Option<EncapMode>,
+}
+
+impl RouteSpec {
+    /// `prefix` to a remote node, with the tunnel of the pool covering it.
+    pub fn to_peer(prefix: Ipv4Prefix, peer: impl Into<String>) -> Self {
+        RouteSpec {
+            prefix,
+            to: RouteTarget::Peer,
+            peer: Some(peer.into()),
+            encap: None,
+            mode: None,
+        }
+    }
+
+    /// `prefix` to the gateway, the host or a blackhole.
+    pub fn to(prefix: Ipv4Prefix, to: RouteTarget) -> Self {
+        RouteSpec {
+            prefix,
+            to,
+            peer: None,
+            encap: None,
+            mode: None,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ use dataplane::tables::{
     EncapMode, EndpointSpec, Ipv4Prefix, NeighborSpec, NodeSpec, PeerSpec, PoolSpec, PortKind,
     PortSpec, RouteSpec, RouteTarget, TablesSpec,
 };
-use dataplane::wire::vxlan;
 
 fn host(addr: std::net::Ipv4Addr) -> Ipv4Prefix {
     Ipv4Prefix {
@@ -90,44 +89,21 @@ pub fn tables_spec(
             None => t.pods_of(&other.name).map(|p| host(p.address)).collect(),
         };
         for prefix in prefixes {
-            routes.push(RouteSpec {
-                prefix,
-                to: RouteTarget::Peer,
-                peer: Some(other.name.clone()),
-                encap: None,
-                mode: None,
-            });
+            routes.push(RouteSpec::to_peer(prefix, other.name.clone()));
         }
     }
     if let Some(block) = me.block {
-        routes.push(RouteSpec {
-            prefix: block,
-            to: RouteTarget::Blackhole,
-            peer: None,
-            encap: None,
-            mode: None,
-        });
+        routes.push(RouteSpec::to(block, RouteTarget::Blackhole));
     }
-    routes.push(RouteSpec {
-        prefix: Ipv4Prefix { addr: 0, len: 0 },
-        to: RouteTarget::Gateway,
-        peer: None,
-        encap: None,
-        mode: None,
-    });
+    routes.push(RouteSpec::to(
+        Ipv4Prefix { addr: 0, len: 0 },
+        RouteTarget::Gateway,
+    ));
     Ok(TablesSpec {
         node: NodeSpec {
-            name: me.name.clone(),
-            address: me.address,
-            subnet: me.cidr,
-            uplink: "eth0".into(),
             gateway: Some(me.gateway),
             vtep_mac: Some(vtep_mac_of(me.address)),
-            vxlan_vni: vxlan::CALICO_VNI,
-            vxlan_port: vxlan::UDP_PORT,
-            ipip_mtu: None,
-            vxlan_mtu: None,
-            icmp_source: None,
+            ..NodeSpec::new(me.name.clone(), me.address, me.cidr, "eth0")
         },
         ports,
         neighbors,

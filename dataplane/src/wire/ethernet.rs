@@ -17,6 +17,14 @@ impl MacAddr {
     /// The MAC Calico gives the host side of every pod veth; pods resolve 169.254.1.1 to it.
     pub const CALICO_HOST_SIDE: MacAddr = MacAddr([0xee; 6]);
 
+    /// A locally administered MAC made of two fixed octets and an IPv4 address
+    /// (`02:00:` + the address for interfaces, `66:00:` for VTEPs in the lab and replay), so
+    /// captures are reproducible and readable at a glance.
+    pub fn from_ipv4(first: u8, a: std::net::Ipv4Addr) -> MacAddr {
+        let o = a.octets();
+        MacAddr([first, 0x00, o[0], o[1], o[2], o[3]])
+    }
+
     pub fn is_multicast(&self) -> bool {
         self.0[0] & 1 == 1
     }
