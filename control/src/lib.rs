@@ -8,5 +8,6 @@ pub mod model;
 pub mod node;
 pub mod replay;
 pub mod selector;
+pub mod source;
 pub mod show;
 pub mod tables_file;

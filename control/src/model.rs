@@ -1201,6 +1201,31 @@ impl Object {
     }
 }
 
+impl Object {
+    /// Decodes one object from a JSON value as the Kubernetes API serves it (extra fields such as
+    /// `managedFields` or `status.conditions` are ignored). `Ok(None)` for kinds Ferry skips.
+    /// The object is defaulted and validated as a manifest document would be.
+    pub fn from_json(v: &serde_json::Value) -> Result<Option<Object>, String> {
+        let field = |k: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| format!("{k}: missing or not a string"))
+        };
+        let Some(kind) = Kind::of(field("apiVersion")?, field("kind")?) else {
+            return Ok(None);
+        };
+        let mut object = decode(kind, v).map_err(|e| e.to_string())?;
+        let m = object.metadata_mut();
+        if kind.namespaced() {
+            m.namespace.get_or_insert_with(|| "default".to_string());
+        } else {
+            m.namespace = None;
+        }
+        object.validate()?;
+        Ok(Some(object))
+    }
+}
+
 /// An object with where it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Located {

@@ -1,0 +1,159 @@
+//! Where cluster state comes from, and the one form every source reports it in: [`Change`]s.
+//!
+//! Two sources produce them: the manifest directory (see [`crate::manifest_dir`]) and the
+//! Kubernetes API (see [`crate::kube`]). Consumers (the node daemon, the tables compiler) apply
+//! changes to a [`ClusterState`] with [`apply_changes`], which is all-or-nothing: a batch that
+//! would leave the state invalid (overlapping pools, …) is refused whole and the state is
+//! unchanged.
+
+use crate::model::{ClusterState, Kind, LoadError, Located, Object, ObjectKey, Origin, Parsed};
+
+/// One change to the cluster state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Every object of `kind` that exists now (an initial list, or a re-list after the watch
+    /// was lost): objects of that kind not in the list are gone.
+    Reset { kind: Kind, objects: Vec<Object> },
+    /// An object was created or replaced.
+    Applied(Object),
+    /// An object was deleted.
+    Deleted(ObjectKey),
+}
+
+impl Change {
+    /// The kind the change is about.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Change::Reset { kind, .. } => *kind,
+            Change::Applied(o) => o.kind(),
+            Change::Deleted(k) => k.kind,
+        }
+    }
+}
+
+/// Applies `changes` in order to a copy of `state`, checks the result as a whole and, only if
+/// it is valid, replaces `state` with it. `origin` names the source in errors.
+pub fn apply_changes(
+    state: &mut ClusterState,
+    changes: &[Change],
+    origin: &str,
+) -> Result<(), LoadError> {
+    let mut objects: Vec<(ObjectKey, Located)> = state_objects(state)
+        .into_iter()
+        .map(|l| (l.object.key(), l))
+        .collect();
+    let mut index: std::collections::BTreeMap<ObjectKey, usize> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| (k.clone(), i))
+        .collect();
+    let located = |object: Object| Located {
+        origin: Origin {
+            file: origin.to_string(),
+            document: 0,
+            item: None,
+        },
+        object,
+    };
+    let mut removed = std::collections::BTreeSet::new();
+    let put = |objects: &mut Vec<(ObjectKey, Located)>,
+                   index: &mut std::collections::BTreeMap<ObjectKey, usize>,
+                   removed: &mut std::collections::BTreeSet<ObjectKey>,
+                   o: Object| {
+        let k = o.key();
+        removed.remove(&k);
+        match index.get(&k) {
+            Some(&i) => objects[i].1 = located(o),
+            None => {
+                index.insert(k.clone(), objects.len());
+                objects.push((k, located(o)));
+            }
+        }
+    };
+    for c in changes {
+        match c {
+            Change::Applied(o) => put(&mut objects, &mut index, &mut removed, o.clone()),
+            Change::Deleted(k) => {
+                removed.insert(k.clone());
+            }
+            Change::Reset { kind, objects: new } => {
+                for (k, _) in objects.iter().filter(|(k, _)| k.kind == *kind) {
+                    removed.insert(k.clone());
+                }
+                for o in new {
+                    put(&mut objects, &mut index, &mut removed, o.clone());
+                }
+            }
+        }
+    }
+    let parsed = Parsed {
+        objects: objects
+            .into_iter()
+            .filter(|(k, _)| !removed.contains(k))
+            .map(|(_, l)| l)
+            .collect(),
+        warnings: Vec::new(),
+    };
+    let next = ClusterState::from_parsed(parsed)?;
+    *state = next.state;
+    Ok(())
+}
+
+/// Every object of a state with its origin (the inverse of [`ClusterState::from_parsed`]).
+pub fn state_objects(s: &ClusterState) -> Vec<Located> {
+    let mut out = Vec::new();
+    let mut push = |o: Object| {
+        let origin = s.origins.get(&o.key()).cloned().unwrap_or(Origin {
+            file: String::new(),
+            document: 0,
+            item: None,
+        });
+        out.push(Located { origin, object: o });
+    };
+    s.nodes.values().for_each(|o| push(Object::Node(o.clone())));
+    s.namespaces
+        .values()
+        .for_each(|o| push(Object::Namespace(o.clone())));
+    s.ip_pools.values().for_each(|o| push(Object::IpPool(o.clone())));
+    s.felix_configurations
+        .values()
+        .for_each(|o| push(Object::FelixConfiguration(o.clone())));
+    s.pods.values().for_each(|o| push(Object::Pod(o.clone())));
+    s.deployments
+        .values()
+        .for_each(|o| push(Object::Deployment(o.clone())));
+    s.network_policies
+        .values()
+        .for_each(|o| push(Object::NetworkPolicy(o.clone())));
+    s.calico_network_policies
+        .values()
+        .for_each(|o| push(Object::CalicoNetworkPolicy(o.clone())));
+    s.global_network_policies
+        .values()
+        .for_each(|o| push(Object::GlobalNetworkPolicy(o.clone())));
+    out
+}
+
+/// The changes that turn `old` into `new` (what a watcher reports after re-reading a source):
+/// `Applied` for new or different objects, `Deleted` for vanished ones.
+pub fn diff(old: &ClusterState, new: &ClusterState) -> Vec<Change> {
+    let before: std::collections::BTreeMap<ObjectKey, Object> = state_objects(old)
+        .into_iter()
+        .map(|l| (l.object.key(), l.object))
+        .collect();
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for l in state_objects(new) {
+        let k = l.object.key();
+        if before.get(&k) != Some(&l.object) {
+            out.push(Change::Applied(l.object));
+        }
+        seen.insert(k);
+    }
+    for k in before.into_keys() {
+        if !seen.contains(&k) {
+            out.push(Change::Deleted(k));
+        }
+    }
+    out
+}
