@@ -1,3 +1,6 @@
-//! Whole-system benchmarks (`ferry-bench`): an AF_XDP generator and sink, RFC 2544 search and
-//! side-by-side comparison with other dataplanes. Built by the bench issue; per-crate micro
-//! benchmarks live in each crate's `benches/` (criterion).
+//! Ferry's whole-system benchmarks. Today: a synthetic cluster for the control plane's scale
+//! benchmark (`benches/control_scale.rs`, and `examples/control_scale.rs` which prints the
+//! figures with their targets).
+
+pub mod rss;
+pub mod synthetic;

@@ -3,6 +3,7 @@
 
 pub mod compile;
 pub mod ipam;
+pub mod manifest_dir;
 pub mod metrics;
 pub mod model;
 pub mod node;

@@ -8,21 +8,43 @@ use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// What the metrics endpoint reads. The workers and ports are replaced when the dataplane is
+/// restarted for a new set of ports (their counters then start again from zero, which
+/// Prometheus treats as a counter reset).
 pub struct MetricsState {
-    workers: Vec<Arc<WorkerShared>>,
-    ports: Vec<String>,
+    dataplane: Mutex<(Vec<Arc<WorkerShared>>, Vec<String>)>,
     generation: AtomicU64,
+    restarts: AtomicU64,
+    /// Apply → dataplane latency: histogram bucket counts, sum (ns), last (ns).
+    apply_buckets: [AtomicU64; APPLY_BUCKETS_LE.len()],
+    apply_count: AtomicU64,
+    apply_sum_ns: AtomicU64,
+    apply_last_ns: AtomicU64,
+}
+
+/// Upper bounds (seconds) of the apply → dataplane latency histogram.
+pub const APPLY_BUCKETS_LE: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// A view of the state for one rendering.
+struct View<'a> {
+    workers: &'a [Arc<WorkerShared>],
+    ports: &'a [String],
+    generation: &'a AtomicU64,
 }
 
 impl MetricsState {
     pub fn new(workers: Vec<Arc<WorkerShared>>, ports: Vec<String>) -> Self {
         MetricsState {
-            workers,
-            ports,
+            dataplane: Mutex::new((workers, ports)),
             generation: AtomicU64::new(1),
+            restarts: AtomicU64::new(0),
+            apply_buckets: Default::default(),
+            apply_count: AtomicU64::new(0),
+            apply_sum_ns: AtomicU64::new(0),
+            apply_last_ns: AtomicU64::new(0),
         }
     }
 
@@ -30,8 +52,71 @@ impl MetricsState {
         self.generation.store(g, Ordering::Relaxed);
     }
 
+    /// The dataplane was restarted with new workers (a new set of ports).
+    pub fn replace_dataplane(&self, workers: Vec<Arc<WorkerShared>>, ports: Vec<String>) {
+        if let Ok(mut d) = self.dataplane.lock() {
+            *d = (workers, ports);
+        }
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the time from a change being written (apply) to every worker using tables
+    /// that contain it.
+    pub fn observe_apply_latency(&self, d: Duration) {
+        let r = Ordering::Relaxed;
+        let secs = d.as_secs_f64();
+        for (i, le) in APPLY_BUCKETS_LE.iter().enumerate() {
+            if secs <= *le {
+                self.apply_buckets[i].fetch_add(1, r);
+            }
+        }
+        self.apply_count.fetch_add(1, r);
+        let ns = d.as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.apply_sum_ns.fetch_add(ns, r);
+        self.apply_last_ns.store(ns, r);
+    }
+
     /// The exposition text.
     pub fn render(&self) -> String {
+        let guard = match self.dataplane.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let view = View {
+            workers: &guard.0,
+            ports: &guard.1,
+            generation: &self.generation,
+        };
+        let mut o = view.render();
+        let r = Ordering::Relaxed;
+        let _ = writeln!(
+            o,
+            "# HELP ferry_dataplane_restarts_total Dataplane restarts for a new set of ports (pods added or removed).\n# TYPE ferry_dataplane_restarts_total counter\nferry_dataplane_restarts_total {}",
+            self.restarts.load(r)
+        );
+        let name = "ferry_apply_to_dataplane_seconds";
+        let _ = writeln!(
+            o,
+            "# HELP {name} Time from a change being applied to every worker forwarding with it.\n# TYPE {name} histogram"
+        );
+        for (i, le) in APPLY_BUCKETS_LE.iter().enumerate() {
+            let _ = writeln!(o, "{name}_bucket{{le=\"{le}\"}} {}", self.apply_buckets[i].load(r));
+        }
+        let count = self.apply_count.load(r);
+        let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(o, "{name}_sum {}", self.apply_sum_ns.load(r) as f64 / 1e9);
+        let _ = writeln!(o, "{name}_count {count}");
+        let _ = writeln!(
+            o,
+            "# HELP ferry_apply_to_dataplane_last_seconds The latest apply-to-dataplane time.\n# TYPE ferry_apply_to_dataplane_last_seconds gauge\nferry_apply_to_dataplane_last_seconds {}",
+            self.apply_last_ns.load(r) as f64 / 1e9
+        );
+        o
+    }
+}
+
+impl View<'_> {
+    fn render(&self) -> String {
         let mut o = String::with_capacity(8192);
         let r = Ordering::Relaxed;
         let counter =
@@ -176,7 +261,7 @@ impl MetricsState {
             o,
             "# HELP ferry_ports Ports Ferry forwards on.\n# TYPE ferry_ports gauge"
         );
-        for p in &self.ports {
+        for p in self.ports {
             let _ = writeln!(o, "ferry_ports{{port=\"{p}\"}} 1");
         }
         o

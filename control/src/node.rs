@@ -10,8 +10,12 @@
 //! For a next hop the kernel does not know yet, Ferry sends one empty UDP datagram to it through
 //! the kernel, which makes the kernel resolve it with ARP.
 
+use crate::compile::{CompileInputs, LocalEndpoint, NodeCompiler, UPLINK_PORT};
+use crate::ipam::Ipam;
+use crate::manifest_dir::{DirWatcher, ManifestDir};
 use crate::metrics;
 use crate::tables_file::{self, TablesFileError};
+use crate::wep;
 use anyhow::{bail, Context, Result};
 use dataplane::steer::{Role, Steering};
 use dataplane::tables::{NeighborSpec, PortKind, Tables, TablesPublisher, TablesSpec};
@@ -24,10 +28,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Where the node daemon's tables come from.
+#[derive(Debug, Clone)]
+pub enum TablesSource {
+    /// A tables file (TOML), reloaded on SIGHUP.
+    File(PathBuf),
+    /// The cluster: a manifest directory watched for changes, compiled for `node`, with the
+    /// IPAM state and workload endpoints of `state` (written by `ferry-cni`).
+    Manifests {
+        dir: PathBuf,
+        node: String,
+        state: PathBuf,
+        /// The node's uplink interface.
+        uplink: String,
+        /// The default gateway (else the kernel's default route).
+        gateway: Option<Ipv4Addr>,
+    },
+}
+
 /// Options of `ferry node run`.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
-    pub tables: PathBuf,
+    pub source: TablesSource,
     pub metrics: Option<SocketAddr>,
     pub worker: WorkerConfig,
     /// Worker threads; each owns a share of every port's receive queues.
@@ -128,6 +150,138 @@ fn poke(hop: Ipv4Addr) {
     }
 }
 
+/// The kernel's default gateway in this network namespace (/proc/net/route).
+pub fn kernel_default_gateway() -> Option<Ipv4Addr> {
+    let text = std::fs::read_to_string("/proc/net/route").ok()?;
+    parse_proc_route_gateway(&text)
+}
+
+/// The gateway of the default route in /proc/net/route text (fields in host byte order hex).
+pub fn parse_proc_route_gateway(text: &str) -> Option<Ipv4Addr> {
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 8 || f[1] != "00000000" || f[7] != "00000000" {
+            return None;
+        }
+        let g = u32::from_str_radix(f[2], 16).ok()?;
+        (g != 0).then(|| Ipv4Addr::from(g.swap_bytes()))
+    })
+}
+
+/// The daemon's tables as the cluster defines them: a watched manifest directory, the IPAM
+/// state and the workload endpoints, compiled incrementally for this node.
+struct ClusterTables {
+    watcher: DirWatcher,
+    compiler: NodeCompiler,
+    state_dir: PathBuf,
+    state_fp: Vec<(PathBuf, u64, std::time::SystemTime)>,
+    uplink: String,
+    node: String,
+}
+
+fn state_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    [IPAM_FILE, wep::STORE_FILE]
+        .iter()
+        .map(|f| dir.join(f))
+        .filter_map(|p| {
+            let m = std::fs::metadata(&p).ok()?;
+            Some((p, m.len(), m.modified().ok()?))
+        })
+        .collect()
+}
+
+const IPAM_FILE: &str = "ipam.json";
+
+/// The node's workload endpoints as the compiler takes them.
+fn local_endpoints(state: &Path, node: &str) -> Result<Vec<LocalEndpoint>> {
+    let store = wep::WepStore::open(state)
+        .with_context(|| format!("cannot open the workload endpoints in {}", state.display()))?;
+    Ok(store
+        .of_node(node)
+        .with_context(|| format!("cannot read the workload endpoints in {}", state.display()))?
+        .into_iter()
+        .map(|w| LocalEndpoint {
+            name: format!("{}/{}", w.namespace, w.pod),
+            address: w.ip,
+            port: w.interface.clone(),
+            mac: w.mac,
+        })
+        .collect())
+}
+
+impl ClusterTables {
+    fn new(dir: &Path, node: &str, state: &Path, uplink: &str, gateway: Option<Ipv4Addr>) -> Result<Self> {
+        let md = ManifestDir::open(dir)?;
+        let (watcher, cluster) = DirWatcher::new(md)
+            .with_context(|| format!("cannot load the manifests in {}", dir.display()))?;
+        let ipam = Ipam::open(state)?.snapshot()?;
+        let endpoints = local_endpoints(state, node)?;
+        let gateway = gateway.or_else(kernel_default_gateway);
+        let inputs = CompileInputs {
+            ipam: Some(&ipam),
+            endpoints: Some(&endpoints),
+            gateway,
+        };
+        let compiler = NodeCompiler::new(&cluster, node, inputs)
+            .with_context(|| format!("cannot compile the tables of node {node}"))?;
+        Ok(ClusterTables {
+            watcher,
+            compiler,
+            state_dir: state.to_path_buf(),
+            state_fp: state_fingerprint(state),
+            uplink: uplink.to_string(),
+            node: node.to_string(),
+        })
+    }
+
+    /// The compiled spec with the node's real interface names; neighbours come from the
+    /// kernel, so the compiler's derived MACs are dropped.
+    fn spec(&self) -> TablesSpec {
+        let mut spec = self.compiler.spec();
+        for p in &mut spec.ports {
+            if p.name == UPLINK_PORT {
+                p.name = self.uplink.clone();
+                p.mac = None;
+            }
+        }
+        spec.node.uplink = self.uplink.clone();
+        spec.neighbors.clear();
+        spec
+    }
+
+    /// Checks the sources. `Ok(Some(t))`: the tables may have changed; `t` is when the change
+    /// was applied, if known (for the apply → dataplane latency).
+    fn poll(&mut self) -> Result<Option<Option<std::time::SystemTime>>> {
+        let mut changed = false;
+        let mut stamp = None;
+        match self.watcher.poll() {
+            Ok(None) => {}
+            Ok(Some(changes)) => {
+                stamp = self.watcher.dir().last_write();
+                let state = self.watcher.state();
+                for c in &changes {
+                    changed |= self
+                        .compiler
+                        .apply(state, c)
+                        .with_context(|| format!("cannot apply the change to {}", c.kind().name()))?;
+                }
+            }
+            Err(e) => bail!("the manifests changed into an invalid state, keeping the current tables: {e}"),
+        }
+        let fp = state_fingerprint(&self.state_dir);
+        if fp != self.state_fp {
+            self.state_fp = fp;
+            let ipam = Ipam::open(&self.state_dir)?.snapshot()?;
+            self.compiler.set_ipam(&ipam);
+            self.compiler
+                .set_endpoints(&local_endpoints(&self.state_dir, &self.node)?);
+            stamp = stamp.or_else(|| self.state_fp.iter().map(|f| f.2).max());
+            changed = true;
+        }
+        Ok(changed.then_some(stamp))
+    }
+}
+
 /// The loaded state: the spec as read from the file (before completion) and its compiled form.
 struct Loaded {
     file_spec: TablesSpec,
@@ -166,66 +320,184 @@ fn local_prefixes(t: &Tables) -> Vec<dataplane::tables::Ipv4Prefix> {
         .collect()
 }
 
+/// The forwarding part: workers, their sockets and the steering programs, for one set of
+/// ports. A new set of ports (a pod added or removed) means a new `Running`.
+struct Running {
+    ports: Vec<String>,
+    publisher: TablesPublisher,
+    steering: Vec<Steering>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    shared: Vec<Arc<WorkerShared>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Running {
+    fn start(tables: Tables, opts: &NodeOptions, instance: u64) -> Result<Running> {
+        let ports: Vec<String> = tables.ports.iter().map(|p| p.name.clone()).collect();
+        let node_addr = Ipv4Addr::from(tables.node.address);
+        let vxlan_port = tables.node.vxlan_port;
+        let local = local_prefixes(&tables);
+        let (publisher, reader) = TablesPublisher::new(tables);
+        // Spread every port's receive queues over the workers: worker k owns queues k, k+n, ...
+        let nworkers = opts.workers.max(1);
+        let mut port_queues: Vec<Vec<(String, Vec<u32>)>> = vec![Vec::new(); nworkers];
+        for p in &ports {
+            let q = rx_queues(p);
+            if (q as usize) < nworkers {
+                bail!("port {p} has {q} receive queue(s): run at most {q} worker(s), or give the interface more queues");
+            }
+            for (k, w) in port_queues.iter_mut().enumerate() {
+                w.push((
+                    p.clone(),
+                    (0..q).filter(|i| *i as usize % nworkers == k).collect(),
+                ));
+            }
+        }
+        let mut workers = Vec::with_capacity(nworkers);
+        for (k, pq) in port_queues.iter().enumerate() {
+            let mut cfg = opts.worker.clone();
+            cfg.core = opts.cores.get(k).copied().or(cfg.core);
+            let w = Worker::new(
+                pq,
+                reader.clone(),
+                cfg,
+                u64::from(std::process::id()) << 16 | instance << 8 | k as u64,
+            )
+            .with_context(|| format!("cannot open the AF_XDP sockets of worker {k}"))?;
+            workers.push(w);
+        }
+        let mut steering = Vec::with_capacity(ports.len());
+        {
+            let current = publisher.current();
+            for (i, port) in current.ports.iter().enumerate() {
+                let role = match port.kind {
+                    PortKind::Uplink => Role::Uplink,
+                    PortKind::Pod => Role::Pod,
+                };
+                let mut s = Steering::attach(&port.name, role, node_addr, vxlan_port)?;
+                for w in &workers {
+                    for sock in w.port_sockets(i as u16) {
+                        s.set_socket(sock.queue(), sock.fd())?;
+                    }
+                }
+                if role == Role::Uplink {
+                    s.set_local_prefixes(&local)?;
+                }
+                steering.push(s);
+            }
+        }
+        let shared: Vec<Arc<WorkerShared>> = workers.iter().map(|w| w.shared()).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::with_capacity(nworkers);
+        for (k, w) in workers.into_iter().enumerate() {
+            let worker_stop = stop.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("ferry-worker-{k}"))
+                .spawn(move || w.run(&worker_stop))
+                .context("cannot start a worker thread")?;
+            handles.push(h);
+        }
+        Ok(Running {
+            ports,
+            publisher,
+            steering,
+            handles,
+            shared,
+            stop,
+        })
+    }
+
+    /// Publishes new tables with the same ports.
+    fn publish(&mut self, tables: Tables) {
+        let local = local_prefixes(&tables);
+        for s in self.steering.iter_mut() {
+            if s.role() == Role::Uplink {
+                if let Err(e) = s.set_local_prefixes(&local) {
+                    log(format!("cannot update steering on {}: {e}", s.iface()));
+                }
+            }
+        }
+        self.publisher.publish(tables);
+    }
+
+    /// Whether every worker forwards with tables of at least `generation`.
+    fn in_use(&self, generation: u64) -> bool {
+        self.shared
+            .iter()
+            .all(|w| w.tables_generation.load(Ordering::Relaxed) >= generation)
+    }
+
+    fn failed(&self) -> bool {
+        self.handles.iter().any(|h| h.is_finished())
+    }
+
+    /// Stops the workers, closes the sockets and detaches the programs.
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+        self.steering.clear();
+    }
+
+    fn stop(mut self) {
+        self.halt();
+    }
+}
+
+/// Where the current tables came from, and how to get the next ones.
+enum Spec {
+    File { path: PathBuf, spec: TablesSpec },
+    Cluster(Box<ClusterTables>),
+}
+
+impl Spec {
+    fn current(&self) -> TablesSpec {
+        match self {
+            Spec::File { spec, .. } => spec.clone(),
+            Spec::Cluster(c) => c.spec(),
+        }
+    }
+
+    fn origin(&self) -> PathBuf {
+        match self {
+            Spec::File { path, .. } => path.clone(),
+            Spec::Cluster(c) => c.watcher.dir().dir().to_path_buf(),
+        }
+    }
+}
+
 /// Runs the node daemon until SIGTERM or SIGINT.
 pub fn run(opts: NodeOptions) -> Result<()> {
     let mut generation = 1;
-    let loaded = load(&opts.tables, generation)?;
-    let ports: Vec<String> = loaded.tables.ports.iter().map(|p| p.name.clone()).collect();
+    let mut source = match &opts.source {
+        TablesSource::File(path) => {
+            let loaded = load(path, generation)?;
+            Spec::File {
+                path: path.clone(),
+                spec: loaded.file_spec,
+            }
+        }
+        TablesSource::Manifests {
+            dir,
+            node,
+            state,
+            uplink,
+            gateway,
+        } => Spec::Cluster(Box::new(ClusterTables::new(
+            dir, node, state, uplink, *gateway,
+        )?)),
+    };
+    let first = compile(source.current(), &source.origin(), generation)?;
     if let Err(e) = dataplane::xsk::raise_memlock_limit() {
         log(format!(
             "cannot raise RLIMIT_MEMLOCK ({e}); continuing, the kernel may refuse the UMEM"
         ));
     }
-    let node_addr = Ipv4Addr::from(loaded.tables.node.address);
-    let vxlan_port = loaded.tables.node.vxlan_port;
-    let (publisher, reader) = TablesPublisher::new(loaded.tables);
-    // Spread every port's receive queues over the workers: worker k owns queues k, k+n, ...
-    let nworkers = opts.workers.max(1);
-    let mut port_queues: Vec<Vec<(String, Vec<u32>)>> = vec![Vec::new(); nworkers];
-    for p in &ports {
-        let q = rx_queues(p);
-        if (q as usize) < nworkers {
-            bail!("port {p} has {q} receive queue(s): run at most {q} worker(s), or give the interface more queues");
-        }
-        for (k, w) in port_queues.iter_mut().enumerate() {
-            w.push((
-                p.clone(),
-                (0..q).filter(|i| *i as usize % nworkers == k).collect(),
-            ));
-        }
-    }
-    let mut workers = Vec::with_capacity(nworkers);
-    for (k, pq) in port_queues.iter().enumerate() {
-        let mut cfg = opts.worker.clone();
-        cfg.core = opts.cores.get(k).copied().or(cfg.core);
-        let w = Worker::new(
-            pq,
-            reader.clone(),
-            cfg,
-            u64::from(std::process::id()) << 8 | k as u64,
-        )
-        .with_context(|| format!("cannot open the AF_XDP sockets of worker {k}"))?;
-        workers.push(w);
-    }
-    let mut steering = Vec::with_capacity(ports.len());
-    let current = publisher.current();
-    for (i, port) in current.ports.iter().enumerate() {
-        let role = match port.kind {
-            PortKind::Uplink => Role::Uplink,
-            PortKind::Pod => Role::Pod,
-        };
-        let mut s = Steering::attach(&port.name, role, node_addr, vxlan_port)?;
-        for w in &workers {
-            for sock in w.port_sockets(i as u16) {
-                s.set_socket(sock.queue(), sock.fd())?;
-            }
-        }
-        if role == Role::Uplink {
-            s.set_local_prefixes(&local_prefixes(&current))?;
-        }
-        steering.push(s);
-    }
-    let shared: Vec<Arc<WorkerShared>> = workers.iter().map(|w| w.shared()).collect();
+    let mut unresolved = first.unresolved;
+    let node_name = first.tables.node_name.clone();
+    let mut instance = 0u64;
+    let mut running = Running::start(first.tables, &opts, instance)?;
     let stop = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -233,63 +505,75 @@ pub fn run(opts: NodeOptions) -> Result<()> {
     }
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .context("cannot install signal handlers")?;
-    let metrics_state = Arc::new(metrics::MetricsState::new(shared.clone(), ports.clone()));
+    let metrics_state = Arc::new(metrics::MetricsState::new(
+        running.shared.clone(),
+        running.ports.clone(),
+    ));
     if let Some(addr) = opts.metrics {
         metrics::serve(addr, metrics_state.clone(), stop.clone())?;
         log(format!("metrics on http://{addr}/metrics"));
     }
-    let mut handles = Vec::with_capacity(nworkers);
-    for (k, w) in workers.into_iter().enumerate() {
-        let worker_stop = stop.clone();
-        let h = std::thread::Builder::new()
-            .name(format!("ferry-worker-{k}"))
-            .spawn(move || w.run(&worker_stop))
-            .context("cannot start a worker thread")?;
-        handles.push(h);
-    }
     log(format!(
-        "node {} forwarding on {} ports ({}) with {} worker(s), tables generation {}",
-        current.node_name,
-        ports.len(),
-        ports.join(", "),
-        nworkers,
-        current.generation
+        "node {node_name} forwarding on {} ports ({}) with {} worker(s), tables generation {generation}",
+        running.ports.len(),
+        running.ports.join(", "),
+        opts.workers.max(1),
     ));
-    drop(current);
 
-    let mut file_spec = loaded.file_spec;
-    let mut unresolved = loaded.unresolved;
     let mut last_neigh = Instant::now() - Duration::from_secs(2);
     let mut known = kernel_neighbors();
+    // A published generation waiting to be in use by every worker, with its apply time.
+    let mut pending: Option<(u64, std::time::SystemTime)> = None;
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-        if handles.iter().any(|h| h.is_finished()) {
+        // Poll quickly while a change is on its way to the workers, else every 50 ms.
+        let tick = if pending.is_some() { 1 } else { 50 };
+        std::thread::sleep(Duration::from_millis(tick));
+        if running.failed() {
             stop.store(true, Ordering::Relaxed);
+            running.stop();
             bail!("a worker thread stopped unexpectedly");
         }
-        let reload = hup.swap(false, Ordering::Relaxed);
-        let neigh_due = last_neigh.elapsed() >= Duration::from_secs(1);
-        let mut next: Option<TablesSpec> = None;
-        if reload {
-            match std::fs::read_to_string(&opts.tables)
-                .map_err(|source| TablesFileError::Read {
-                    path: opts.tables.clone(),
-                    source,
-                })
-                .and_then(|t| tables_file::parse_spec(&t, &opts.tables))
-            {
-                Ok(s) => {
-                    let names: Vec<String> = s.ports.iter().map(|p| p.name.clone()).collect();
-                    if names != ports {
-                        log("reload refused: the set of ports changed (restart Ferry to add or remove ports); keeping the current tables");
-                    } else {
-                        next = Some(s);
-                    }
+        if let Some((g, applied)) = pending {
+            if running.in_use(g) {
+                if let Ok(d) = std::time::SystemTime::now().duration_since(applied) {
+                    metrics_state.observe_apply_latency(d);
                 }
-                Err(e) => log(format!("reload failed, keeping the current tables: {e}")),
+                pending = None;
             }
         }
-        if neigh_due {
+        let mut next = false;
+        let mut why = "neighbours";
+        let mut stamp = None;
+        match &mut source {
+            Spec::File { path, spec } => {
+                if hup.swap(false, Ordering::Relaxed) {
+                    match std::fs::read_to_string(&*path)
+                        .map_err(|source| TablesFileError::Read {
+                            path: path.clone(),
+                            source,
+                        })
+                        .and_then(|t| tables_file::parse_spec(&t, path))
+                    {
+                        Ok(s) => {
+                            *spec = s;
+                            next = true;
+                            why = "SIGHUP";
+                        }
+                        Err(e) => log(format!("reload failed, keeping the current tables: {e}")),
+                    }
+                }
+            }
+            Spec::Cluster(c) => match c.poll() {
+                Ok(None) => {}
+                Ok(Some(t)) => {
+                    next = true;
+                    why = "cluster change";
+                    stamp = t;
+                }
+                Err(e) => log(format!("{e:#}")),
+            },
+        }
+        if last_neigh.elapsed() >= Duration::from_secs(1) {
             last_neigh = Instant::now();
             for hop in &unresolved {
                 poke(*hop);
@@ -297,39 +581,44 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             let now = kernel_neighbors();
             if now != known {
                 known = now;
-                if next.is_none() && !unresolved.is_empty() {
-                    next = Some(file_spec.clone());
-                }
+                next |= !unresolved.is_empty();
             }
         }
-        if let Some(spec) = next {
-            generation += 1;
-            match compile(spec, &opts.tables, generation) {
-                Ok(l) => {
-                    for s in steering.iter_mut() {
-                        if let Err(e) = s.set_local_prefixes(&local_prefixes(&l.tables)) {
-                            log(format!("cannot update steering on {}: {e}", s.iface()));
-                        }
-                    }
-                    publisher.publish(l.tables);
-                    file_spec = l.file_spec;
-                    unresolved = l.unresolved;
-                    metrics_state.set_generation(generation);
-                    log(format!(
-                        "tables generation {generation} published{}",
-                        if reload { " (SIGHUP)" } else { " (neighbours)" }
-                    ));
-                }
-                Err(e) => log(format!("keeping the current tables: {e}")),
-            }
+        if !next {
+            continue;
         }
+        generation += 1;
+        let l = match compile(source.current(), &source.origin(), generation) {
+            Ok(l) => l,
+            Err(e) => {
+                log(format!("keeping the current tables: {e}"));
+                continue;
+            }
+        };
+        unresolved = l.unresolved;
+        let ports: Vec<String> = l.tables.ports.iter().map(|p| p.name.clone()).collect();
+        if ports == running.ports {
+            running.publish(l.tables);
+        } else if matches!(source, Spec::File { .. }) {
+            log("reload refused: the set of ports changed (restart Ferry to add or remove ports); keeping the current tables");
+            continue;
+        } else {
+            // Pods came or went: a new set of sockets and steering programs.
+            log(format!("ports changed to {}: restarting the dataplane", ports.join(", ")));
+            // The old workers must release the ports before the new ones attach.
+            running.halt();
+            instance += 1;
+            running = Running::start(l.tables, &opts, instance)?;
+            metrics_state.replace_dataplane(running.shared.clone(), running.ports.clone());
+        }
+        metrics_state.set_generation(generation);
+        if let Some(t) = stamp {
+            pending = Some((generation, t));
+        }
+        log(format!("tables generation {generation} published ({why})"));
     }
     log("stopping");
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        let _ = h.join();
-    }
-    drop(steering);
+    running.stop();
     log("stopped: sockets closed, XDP programs detached");
     Ok(())
 }

@@ -439,6 +439,13 @@ impl Lpm {
     }
 
     /// A free tbl8 group index, reusing freed groups first.
+    /// Reserves room for `groups` more tbl8 groups, so that building a large table does not
+    /// copy the groups again and again as the vector grows.
+    pub fn reserve_tbl8_groups(&mut self, groups: usize) {
+        let room = (self.max_tbl8_groups as usize).saturating_sub(self.tbl8.len());
+        self.tbl8.reserve(groups.min(room));
+    }
+
     fn alloc_group(&mut self) -> Result<u32, LpmError> {
         if let Some(id) = self.free_groups.pop() {
             return Ok(id);

@@ -38,6 +38,7 @@ pub enum SteerError {
 pub struct Steering {
     ebpf: Ebpf,
     iface: String,
+    role: Role,
 }
 
 impl Steering {
@@ -79,6 +80,7 @@ impl Steering {
         Ok(Steering {
             ebpf,
             iface: iface.to_string(),
+            role,
         })
     }
 
@@ -126,6 +128,10 @@ impl Steering {
             }
         }
         Ok(())
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
     }
 
     pub fn iface(&self) -> &str {

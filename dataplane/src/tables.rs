@@ -327,7 +327,7 @@ impl RouteSpec {
 // The compiled form.
 
 /// What a packet does once its route is known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AdjKind {
     /// Rewrite MACs and send out `port` (a local pod, or plain routing on the uplink).
     Forward,
@@ -343,7 +343,7 @@ pub enum AdjKind {
 }
 
 /// Everything a packet needs to leave, resolved at compile time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Adjacency {
     pub kind: AdjKind,
     pub port: PortId,
@@ -585,12 +585,18 @@ impl Tables {
         const ADJ_HOST: u32 = 0;
         const ADJ_BLACKHOLE: u32 = 1;
         let mut routes: Vec<Route> = Vec::new();
+        // Identical adjacencies are shared; the index keeps this linear in the number of peers
+        // (thousands of nodes each get their own tunnel adjacency).
+        let mut adj_index: std::collections::HashMap<Adjacency, u32> = adjacencies
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (*a, i as u32))
+            .collect();
         let mut add_adj = |a: Adjacency| -> u32 {
-            if let Some(i) = adjacencies.iter().position(|x| *x == a) {
-                return i as u32;
-            }
-            adjacencies.push(a);
-            (adjacencies.len() - 1) as u32
+            *adj_index.entry(a).or_insert_with(|| {
+                adjacencies.push(a);
+                (adjacencies.len() - 1) as u32
+            })
         };
 
         // The node's own address goes to the kernel.
@@ -763,6 +769,13 @@ impl Tables {
         }
 
         let mut lpm = Lpm::new();
+        // At most one tbl8 group per distinct /24 holding a longer prefix.
+        let long: BTreeSet<u32> = routes
+            .iter()
+            .filter(|r| r.prefix.len > 24)
+            .map(|r| r.prefix.addr >> 8)
+            .collect();
+        lpm.reserve_tbl8_groups(long.len());
         let mut seen_routes = BTreeSet::new();
         for r in &routes {
             if !seen_routes.insert(r.prefix) {
