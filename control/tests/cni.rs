@@ -706,7 +706,7 @@ fn concurrent_adds_kills_and_dels() {
     // ADDs killed in flight (SIGKILL at staggered moments), then retried.
     let children: Vec<Child> = (N..total).map(|i| call(i, "ADD").spawn()).collect();
     for (k, mut c) in children.into_iter().enumerate() {
-        std::thread::sleep(Duration::from_millis(2 + 3 * k as u64));
+        std::thread::sleep(Duration::from_millis(1 + k as u64));
         let _ = c.kill();
         let _ = c.wait();
     }
@@ -719,6 +719,14 @@ fn concurrent_adds_kills_and_dels() {
     for e in &weps {
         assert_eq!(s.address_of(&e.pod_key()), Some(e.ip), "{e:?}");
     }
+    let veths_left = (N..total)
+        .filter(|&i| link_exists(&veth(&ns, &pods[i])))
+        .count();
+    eprintln!(
+        "after {KILLED} kills: {} addresses held, {} endpoints, {veths_left} veths (of the killed)",
+        s.used() - N,
+        weps.len() - N
+    );
     let retried = parallel(N..total, "ADD");
     for (k, (ok, r)) in retried.iter().enumerate() {
         assert!(ok, "retried ADD {}: {r}", N + k);
@@ -757,4 +765,63 @@ fn concurrent_adds_kills_and_dels() {
     assert!(w.weps().is_empty());
     let left: Vec<&String> = pods.iter().filter(|p| link_exists(&veth(&ns, p))).collect();
     assert!(left.is_empty(), "veths left for {left:?}");
+}
+
+/// A pod's new sandbox (another container id) replaces the old one's endpoint and keeps the
+/// address; the old sandbox's late DEL then touches nothing of the new one.
+#[test]
+fn new_sandbox_replaces_old_and_late_del_is_harmless() {
+    if !runnable() {
+        return;
+    }
+    let ns = unique("ns").replace("ferrycni-", "t");
+    let w = World::new(&manifests(&pool("p", "198.18.6.0/24", 26), &["k8s-w1"], ""));
+    w.track(veth(&ns, "web"));
+    let (old, new) = (Netns::new("o"), Netns::new("n"));
+    let conf = w.conf("k8s-w1");
+    let (po, pn) = (old.path(), new.path());
+    let a = Call {
+        command: "ADD",
+        container: "old1",
+        netns: Some(&po),
+        namespace: &ns,
+        pod: "web",
+        conf: &conf,
+    };
+    let (ok, r1) = a.run();
+    assert!(ok, "{r1}");
+    let b = Call {
+        container: "new1",
+        netns: Some(&pn),
+        ..a
+    };
+    let (ok, r2) = b.run();
+    assert!(ok, "{r2}");
+    assert_eq!(ip_of(&r1), ip_of(&r2), "the pod keeps its address");
+    assert_eq!(w.weps().len(), 1);
+    assert_wired(&w, &new, &ns, "web", "new1", ip_of(&r2));
+    let (ok, v) = Call {
+        command: "DEL",
+        ..a
+    }
+    .run();
+    assert!(ok, "{v}");
+    assert_wired(&w, &new, &ns, "web", "new1", ip_of(&r2));
+    assert!(
+        Call {
+            command: "CHECK",
+            ..b
+        }
+        .run()
+        .0
+    );
+    assert!(
+        Call {
+            command: "DEL",
+            ..b
+        }
+        .run()
+        .0
+    );
+    assert_gone(&w, &ns, "web", "new1");
 }
