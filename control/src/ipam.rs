@@ -33,20 +33,19 @@
 //!
 //! One JSON file, `DIR/ipam.json` ([`IpamState`], `{"blocks": [{"cidr", "affinity",
 //! "allocations": {ip: handle}}], "handles": {handle: ip}}`). Every mutation takes an exclusive
-//! `flock` on `DIR/ipam.lock` (std [`File::lock`]), reads the JSON, applies the change in memory,
-//! writes `DIR/ipam.json.tmp`, fsyncs it, renames it over `ipam.json`, fsyncs the directory and
-//! unlocks. So processes sharing `DIR` never hand out an address twice, a failed request writes
-//! nothing, and a crash leaves either the old or the new file, never a torn one. Reads take the
-//! shared lock. A file that does not parse or breaks the store's invariants is refused, naming
+//! `flock` on `DIR/ipam.lock`, reads the JSON, applies the change in memory, writes
+//! `DIR/ipam.json.tmp`, fsyncs it, renames it over `ipam.json`, fsyncs the directory and unlocks
+//! (the shared helper [`crate::store::JsonFile`]). So processes sharing `DIR` never hand out an
+//! address twice, a failed request writes nothing, and a crash leaves either the old or the new
+//! file, never a torn one. Reads take the shared lock. A file that does not parse or breaks the store's invariants is refused, naming
 //! it, and never overwritten.
 
 use crate::model::{IpPool, Namespace, Pod, IPV4POOLS_ANNOTATION};
 use crate::selector::Selector;
+use crate::store::{JsonFile, Lock, StoreError};
 use dataplane::tables::Ipv4Prefix;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -509,80 +508,49 @@ pub fn pools_from_annotations(
 /// so any number of `Ipam`s (in any number of processes) may share a directory.
 #[derive(Debug, Clone)]
 pub struct Ipam {
-    dir: PathBuf,
+    file: JsonFile,
 }
 
-/// The held lock; dropping it unlocks (closing the file releases the `flock`).
-struct Locked {
-    _file: File,
+impl From<StoreError> for IpamError {
+    fn from(e: StoreError) -> IpamError {
+        IpamError::Store {
+            path: e.path,
+            message: e.message,
+        }
+    }
 }
 
 impl Ipam {
     /// Opens (creating if needed) the store in `dir`, checking the existing file.
     pub fn open(dir: impl AsRef<Path>) -> Result<Ipam, IpamError> {
-        let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| store_err(&dir, "cannot create", e))?;
-        let ipam = Ipam { dir };
-        let _lock = ipam.lock(true)?;
-        if !ipam.store_path().exists() {
-            ipam.write(&IpamState::default())?;
+        let file = JsonFile::new(dir, STORE_FILE, LOCK_FILE);
+        file.create_dir()?;
+        let ipam = Ipam { file };
+        let lock = ipam.file.lock(true)?;
+        if !ipam.file.exists() {
+            ipam.file.write(&lock, &IpamState::default())?;
         } else {
-            ipam.read()?;
+            ipam.read(&lock)?;
         }
         Ok(ipam)
     }
 
     /// The state directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.file.dir()
     }
 
     /// `DIR/ipam.json`.
     pub fn store_path(&self) -> PathBuf {
-        self.dir.join(STORE_FILE)
+        self.file.path()
     }
 
-    fn lock(&self, exclusive: bool) -> Result<Locked, IpamError> {
-        let path = self.dir.join(LOCK_FILE);
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| store_err(&path, "cannot open the lock file", e))?;
-        let r = if exclusive { f.lock() } else { f.lock_shared() };
-        r.map_err(|e| store_err(&path, "cannot lock", e))?;
-        Ok(Locked { _file: f })
-    }
-
-    fn read(&self) -> Result<IpamState, IpamError> {
-        let path = self.store_path();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(IpamState::default()),
-            Err(e) => return Err(store_err(&path, "cannot read", e)),
-        };
-        let state: IpamState =
-            serde_json::from_str(&text).map_err(|e| store_err(&path, "corrupt", e))?;
-        state.check().map_err(|e| store_err(&path, "corrupt", e))?;
+    fn read(&self, lock: &Lock) -> Result<IpamState, IpamError> {
+        let state: IpamState = self.file.read(lock)?.unwrap_or_default();
+        state
+            .check()
+            .map_err(|e| store_err(&self.store_path(), "corrupt", e))?;
         Ok(state)
-    }
-
-    fn write(&self, state: &IpamState) -> Result<(), IpamError> {
-        let path = self.store_path();
-        let tmp = self.dir.join(format!("{STORE_FILE}.tmp"));
-        let mut text =
-            serde_json::to_vec_pretty(state).map_err(|e| store_err(&path, "cannot encode", e))?;
-        text.push(b'\n');
-        let mut f = File::create(&tmp).map_err(|e| store_err(&tmp, "cannot create", e))?;
-        f.write_all(&text)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| store_err(&tmp, "cannot write", e))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(|e| store_err(&path, "cannot replace", e))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| store_err(&self.dir, "cannot sync the directory", e))
     }
 
     /// Runs `f` on the state under the exclusive lock, writing the result only on success.
@@ -590,11 +558,11 @@ impl Ipam {
         &self,
         f: impl FnOnce(&mut IpamState) -> Result<(T, bool), IpamError>,
     ) -> Result<T, IpamError> {
-        let _lock = self.lock(true)?;
-        let mut state = self.read()?;
+        let lock = self.file.lock(true)?;
+        let mut state = self.read(&lock)?;
         let (out, changed) = f(&mut state)?;
         if changed {
-            self.write(&state)?;
+            self.file.write(&lock, &state)?;
         }
         Ok(out)
     }
@@ -618,7 +586,7 @@ impl Ipam {
 
     /// The current state (blocks with affinity and allocations, handles).
     pub fn snapshot(&self) -> Result<IpamState, IpamError> {
-        let _lock = self.lock(false)?;
-        self.read()
+        let lock = self.file.lock(false)?;
+        self.read(&lock)
     }
 }

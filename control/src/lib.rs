@@ -1,6 +1,7 @@
 //! Ferry's control plane. Today: loading forwarding tables from their text form and the offline
 //! pcap replay of the pipeline; the control-plane issue adds cluster sources, IPAM and the CNI.
 
+pub mod cni;
 pub mod compile;
 pub mod ipam;
 pub mod manifest_dir;
@@ -9,6 +10,8 @@ pub mod model;
 pub mod node;
 pub mod replay;
 pub mod selector;
-pub mod source;
 pub mod show;
+pub mod source;
+pub mod store;
 pub mod tables_file;
+pub mod wep;
