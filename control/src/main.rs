@@ -56,6 +56,29 @@ enum Command {
         #[arg(long, value_name = "SUMMARY")]
         json: Option<PathBuf>,
     },
+    /// Create or update objects in a manifest directory (like `kubectl apply -f`).
+    ///
+    /// The whole input is checked, together with what the directory already holds, before
+    /// anything is written; then it is stored at once. Node daemons watching the directory use
+    /// the change within a second.
+    Apply {
+        /// A YAML/JSON file of one or more documents, or - for standard input.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        dir: ManifestsArg,
+    },
+    /// Delete the objects named in a file from a manifest directory (like `kubectl delete -f`).
+    Delete {
+        /// A YAML/JSON file of one or more documents, or - for standard input.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: PathBuf,
+        /// Skip objects that are not there instead of failing.
+        #[arg(long)]
+        ignore_not_found: bool,
+        #[command(flatten)]
+        dir: ManifestsArg,
+    },
     /// The node daemon.
     Node {
         #[command(subcommand)]
@@ -80,6 +103,12 @@ enum Command {
 
 #[derive(Subcommand)]
 enum NodeCommand {
+    /// Is the node daemon running, and what is it doing (from its metrics endpoint).
+    Status {
+        /// The daemon's metrics address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9091")]
+        metrics: std::net::SocketAddr,
+    },
     /// Forward this node's pod traffic with AF_XDP until SIGTERM.
     ///
     /// Run inside the node's network namespace as root. Attaches Ferry's XDP steering program to
@@ -88,9 +117,30 @@ enum NodeCommand {
     /// stop cleanly. If Ferry dies, the kernel detaches its programs and the node's own traffic
     /// keeps flowing.
     Run {
-        /// Forwarding tables of this node (TOML; see docs/tables.md).
-        #[arg(long, value_name = "FILE")]
-        tables: PathBuf,
+        /// Forwarding tables of this node (TOML; see docs/tables.md), reloaded on SIGHUP.
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "manifests",
+            conflicts_with = "manifests"
+        )]
+        tables: Option<PathBuf>,
+        /// Take the tables from the cluster instead: a manifest directory (watched; changes
+        /// from `ferry apply`/`delete` are in force within a second), compiled for --node.
+        #[arg(long, value_name = "DIR", requires = "node")]
+        manifests: Option<PathBuf>,
+        /// This node's name (a Node object of the manifests).
+        #[arg(long, value_name = "NAME", requires = "manifests")]
+        node: Option<String>,
+        /// IPAM state and workload endpoints written by ferry-cni.
+        #[arg(long, value_name = "DIR", default_value = control::cni::DEFAULT_STATE_DIR)]
+        state: PathBuf,
+        /// The node's uplink interface (towards the other nodes).
+        #[arg(long, value_name = "IFACE", default_value = "eth0")]
+        uplink: String,
+        /// Default gateway on the uplink (default: the kernel's default route).
+        #[arg(long, value_name = "ADDR")]
+        gateway: Option<std::net::Ipv4Addr>,
         /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9091).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
@@ -110,14 +160,50 @@ enum NodeCommand {
     },
 }
 
+/// The manifest directory (or file) the command works on.
+#[derive(clap::Args)]
+struct ManifestsArg {
+    /// Manifest directory (the embedded datastore), or a single manifest file for reading.
+    #[arg(long, value_name = "DIR", env = "FERRY_MANIFESTS")]
+    manifests: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum GetCommand {
     /// IP pools: NAME, CIDR, SELECTOR (`-o wide` adds NAT, IPIPMODE, VXLANMODE, DISABLED).
+    #[command(visible_alias = "ippool")]
     Ippools {
-        /// Manifests: a file or a directory of YAML/JSON.
+        #[command(flatten)]
+        dir: ManifestsArg,
+        /// `wide` for more columns, `yaml` or `json` for the objects.
+        #[arg(short = 'o', long = "output", value_name = "FORMAT")]
+        output: Option<String>,
+    },
+    /// Nodes: NAME (`-o wide` adds ASN, IPV4, IPV6).
+    #[command(visible_alias = "node")]
+    Nodes {
+        #[command(flatten)]
+        dir: ManifestsArg,
+        /// `wide`, `yaml` or `json`.
+        #[arg(short = 'o', long = "output", value_name = "FORMAT")]
+        output: Option<String>,
+    },
+    /// Workload endpoints: the pods with an address (from ferry-cni's registrations and the
+    /// pods' status.podIP), with node, network and host interface.
+    #[command(name = "workloadendpoints", visible_aliases = ["wep", "weps", "workloadendpoint"])]
+    Wep {
+        #[command(flatten)]
+        dir: ManifestsArg,
+        /// Workload endpoints and IPAM state written by ferry-cni.
         #[arg(long, value_name = "DIR")]
-        manifests: PathBuf,
-        /// `wide` for more columns.
+        state: Option<PathBuf>,
+        /// Only this namespace (default: `default`).
+        #[arg(short = 'n', long, value_name = "NS", conflicts_with = "all_namespaces")]
+        namespace: Option<String>,
+        /// Every namespace (adds a NAMESPACE column).
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// `wide`, `yaml` or `json`.
         #[arg(short = 'o', long = "output", value_name = "FORMAT")]
         output: Option<String>,
     },
@@ -176,18 +262,36 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tables {
             command: TablesCommand::Check { file },
         } => tables_check(file),
-        Command::Get {
-            what: GetCommand::Ippools { manifests, output },
-        } => {
-            let wide = match output.as_deref() {
-                None => false,
-                Some("wide") => true,
-                Some(other) => anyhow::bail!("unknown output format {other:?} (supported: wide)"),
-            };
-            let loaded = control::model::ClusterState::load_path(&manifests)?;
-            print!("{}", control::show::ippools(&loaded.state, wide));
+        Command::Get { what } => get(what),
+        Command::Apply { file, dir } => {
+            let (origin, text) = read_input(&file)?;
+            let md = control::manifest_dir::ManifestDir::open(&dir.manifests)?;
+            for (key, outcome) in md
+                .apply(&origin, &text)
+                .with_context(|| format!("nothing applied to {}", dir.manifests.display()))?
+            {
+                println!("{} {outcome}", control::manifest_dir::kubectl_name(&key));
+            }
             Ok(())
         }
+        Command::Delete {
+            file,
+            ignore_not_found,
+            dir,
+        } => {
+            let (origin, text) = read_input(&file)?;
+            let md = control::manifest_dir::ManifestDir::open(&dir.manifests)?;
+            for (key, outcome) in md
+                .delete(&origin, &text, ignore_not_found)
+                .with_context(|| format!("nothing deleted from {}", dir.manifests.display()))?
+            {
+                println!("{} {outcome}", control::manifest_dir::kubectl_name(&key));
+            }
+            Ok(())
+        }
+        Command::Node {
+            command: NodeCommand::Status { metrics },
+        } => node_status(metrics),
         Command::Ipam {
             command:
                 IpamCommand::Show {
@@ -196,7 +300,7 @@ fn run(cli: Cli) -> Result<()> {
                     show_blocks,
                 },
         } => {
-            let loaded = control::model::ClusterState::load_path(&manifests)?;
+            let loaded = load_manifests(&manifests)?;
             let ipam = match state {
                 Some(dir) => control::ipam::Ipam::open(&dir)?.snapshot()?,
                 None => Default::default(),
@@ -208,6 +312,11 @@ fn run(cli: Cli) -> Result<()> {
             command:
                 NodeCommand::Run {
                     tables,
+                    manifests,
+                    node,
+                    state,
+                    uplink,
+                    gateway,
                     metrics,
                     workers,
                     cores,
@@ -220,8 +329,19 @@ fn run(cli: Cli) -> Result<()> {
                 frames,
                 ..Default::default()
             };
+            let source = match (tables, manifests, node) {
+                (Some(f), _, _) => control::node::TablesSource::File(f),
+                (None, Some(dir), Some(node)) => control::node::TablesSource::Manifests {
+                    dir,
+                    node,
+                    state,
+                    uplink,
+                    gateway,
+                },
+                _ => anyhow::bail!("give --tables FILE, or --manifests DIR with --node NAME"),
+            };
             control::node::run(control::node::NodeOptions {
-                tables,
+                source,
                 metrics,
                 worker,
                 workers,
@@ -237,7 +357,7 @@ fn tables_from_manifests(
     node: &str,
     gateway: Option<std::net::Ipv4Addr>,
 ) -> Result<dataplane::tables::Tables> {
-    let loaded = control::model::ClusterState::load_path(dir)?;
+    let loaded = load_manifests(dir)?;
     for w in &loaded.warnings {
         eprintln!("ferry: warning: {w}");
     }
@@ -341,5 +461,119 @@ fn tables_check(file: PathBuf) -> Result<()> {
             a.mtu
         );
     }
+    Ok(())
+}
+
+/// Loads a manifest file, or a manifest directory with the objects `ferry apply` stored.
+fn load_manifests(path: &std::path::Path) -> Result<control::model::Loaded> {
+    if path.is_dir() {
+        Ok(control::manifest_dir::ManifestDir::existing(path).load()?)
+    } else if path.exists() {
+        Ok(control::model::ClusterState::load_path(path)?)
+    } else {
+        anyhow::bail!("{}: no such manifest file or directory", path.display())
+    }
+}
+
+/// A file's text, or standard input's for `-`, with the name to use in errors.
+fn read_input(file: &std::path::Path) -> Result<(String, String)> {
+    if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read standard input")?;
+        Ok(("<stdin>".into(), text))
+    } else {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        Ok((file.display().to_string(), text))
+    }
+}
+
+/// An output format: a table (optionally wide) or the objects as YAML/JSON.
+enum Format {
+    Table { wide: bool },
+    Yaml,
+    Json,
+}
+
+fn format(output: Option<&str>) -> Result<Format> {
+    Ok(match output {
+        None => Format::Table { wide: false },
+        Some("wide") => Format::Table { wide: true },
+        Some("yaml") => Format::Yaml,
+        Some("json") => Format::Json,
+        Some(other) => {
+            anyhow::bail!("unknown output format {other:?} (supported: wide, yaml, json)")
+        }
+    })
+}
+
+fn print_objects(f: &Format, list: serde_json::Value) -> Result<()> {
+    match f {
+        Format::Yaml => print!("{}", serde_yaml::to_string(&list)?),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+        Format::Table { .. } => {}
+    }
+    Ok(())
+}
+
+fn get(what: GetCommand) -> Result<()> {
+    use control::show;
+    match what {
+        GetCommand::Ippools { dir, output } => {
+            let f = format(output.as_deref())?;
+            let loaded = load_manifests(&dir.manifests)?;
+            match f {
+                Format::Table { wide } => print!("{}", show::ippools(&loaded.state, wide)),
+                _ => print_objects(&f, show::ippools_objects(&loaded.state))?,
+            }
+        }
+        GetCommand::Nodes { dir, output } => {
+            let f = format(output.as_deref())?;
+            let loaded = load_manifests(&dir.manifests)?;
+            match f {
+                Format::Table { wide } => print!("{}", show::nodes(&loaded.state, wide)),
+                _ => print_objects(&f, show::nodes_objects(&loaded.state))?,
+            }
+        }
+        GetCommand::Wep {
+            dir,
+            state,
+            namespace,
+            all_namespaces,
+            output,
+        } => {
+            let f = format(output.as_deref())?;
+            let loaded = load_manifests(&dir.manifests)?;
+            let weps = match state {
+                Some(s) => control::wep::WepStore::open(&s)?.list()?,
+                None => Vec::new(),
+            };
+            let ns = if all_namespaces {
+                None
+            } else {
+                Some(namespace.unwrap_or_else(|| "default".into()))
+            };
+            let rows = show::workload_endpoints(&loaded.state, &weps, ns.as_deref());
+            match f {
+                Format::Table { .. } => print!("{}", show::weps_table(&rows, ns.is_none())),
+                _ => print_objects(&f, show::weps_objects(&rows))?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `ferry node status`: reads the daemon's metrics endpoint.
+fn node_status(addr: std::net::SocketAddr) -> Result<()> {
+    let text = match control::metrics::fetch(addr) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("Ferry process is not running (no answer on {addr}: {e}).");
+            std::process::exit(1);
+        }
+    };
+    println!("Ferry process is running.\n");
+    print!("{}", control::show::node_status(&text));
     Ok(())
 }

@@ -145,6 +145,13 @@ impl ManifestDir {
         Ok(ManifestDir { dir })
     }
 
+    /// A manifest directory for reading only (nothing is created).
+    pub fn existing(dir: impl AsRef<Path>) -> ManifestDir {
+        ManifestDir {
+            dir: dir.as_ref().to_path_buf(),
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -312,3 +312,18 @@ fn handle(s: TcpStream, state: &MetricsState) -> std::io::Result<()> {
     let mut w = s;
     write!(w, "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
 }
+
+/// Fetches the exposition text from a metrics endpoint (for `ferry node status`).
+pub fn fetch(addr: SocketAddr) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: ferry\r\n\r\n")?;
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut s, &mut body)?;
+    match body.split_once("\r\n\r\n") {
+        Some((head, rest)) if head.starts_with("HTTP/1.") && head.contains(" 200 ") => {
+            Ok(rest.to_string())
+        }
+        _ => Err(std::io::Error::other("not a metrics endpoint")),
+    }
+}

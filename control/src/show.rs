@@ -155,3 +155,246 @@ pub fn ipam(state: &ClusterState, ipam: &IpamState, show_blocks: bool) -> String
     out.push_str(&rule);
     out
 }
+
+fn list(kind: &str, api: &str, items: Vec<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({"apiVersion": api, "kind": kind, "items": items})
+}
+
+/// `ferry get ippools -o yaml|json`: the pools with their effective settings, as calicoctl
+/// prints them (an `IPPoolList`).
+pub fn ippools_objects(state: &ClusterState) -> serde_json::Value {
+    let items = pools(state)
+        .into_iter()
+        .map(|p| {
+            let s = &p.spec;
+            serde_json::json!({
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "IPPool",
+                "metadata": {"name": p.metadata.name, "labels": p.metadata.labels},
+                "spec": {
+                    "blockSize": s.block_size,
+                    "cidr": s.cidr.to_string(),
+                    "ipipMode": mode(s.ipip_mode),
+                    "natOutgoing": s.nat_outgoing,
+                    "nodeSelector": s.node_selector,
+                    "vxlanMode": mode(s.vxlan_mode),
+                    "disabled": s.disabled,
+                }
+            })
+        })
+        .collect();
+    list("IPPoolList", "projectcalico.org/v3", items)
+}
+
+/// A node's IPv4 as calicoctl shows it: Calico's annotation (`ADDR/LEN`), else the
+/// InternalIP.
+fn node_ipv4(n: &crate::model::Node) -> String {
+    n.metadata
+        .annotations
+        .get(crate::compile::IPV4_ADDRESS_ANNOTATION)
+        .cloned()
+        .or_else(|| n.internal_ip().map(|a| a.to_string()))
+        .unwrap_or_default()
+}
+
+/// `ferry get nodes [-o wide]`.
+pub fn nodes(state: &ClusterState, wide: bool) -> String {
+    let mut rows = vec![if wide {
+        vec!["NAME".into(), "ASN".into(), "IPV4".into(), "IPV6".into()]
+    } else {
+        vec!["NAME".to_string()]
+    }];
+    for (name, n) in &state.nodes {
+        rows.push(if wide {
+            vec![
+                name.clone(),
+                "(64512)".into(),
+                node_ipv4(n),
+                String::new(),
+            ]
+        } else {
+            vec![name.clone()]
+        });
+    }
+    columns(&rows)
+}
+
+/// `ferry get nodes -o yaml|json`: Calico Node objects.
+pub fn nodes_objects(state: &ClusterState) -> serde_json::Value {
+    let items = state
+        .nodes
+        .iter()
+        .map(|(name, n)| {
+            serde_json::json!({
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "Node",
+                "metadata": {"name": name, "labels": n.metadata.labels},
+                "spec": {
+                    "addresses": [{"address": node_ipv4(n), "type": "CalicoNodeIP"}],
+                    "bgp": {"ipv4Address": node_ipv4(n)},
+                    "orchRefs": [{"nodeName": name, "orchestrator": "k8s"}],
+                }
+            })
+        })
+        .collect();
+    list("NodeList", "projectcalico.org/v3", items)
+}
+
+/// One workload endpoint as `ferry get wep` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WepRow {
+    pub namespace: String,
+    pub workload: String,
+    pub node: String,
+    pub network: String,
+    pub interface: String,
+}
+
+/// The workload endpoints of `namespace` (all with `None`): those ferry-cni registered, and
+/// pods of the manifests with `spec.nodeName` and `status.podIP` that have none (their
+/// interface named as Calico and ferry-cni name it). Sorted by namespace and name.
+pub fn workload_endpoints(
+    state: &ClusterState,
+    weps: &[crate::wep::WorkloadEndpoint],
+    namespace: Option<&str>,
+) -> Vec<WepRow> {
+    let mut rows: std::collections::BTreeMap<(String, String), WepRow> = Default::default();
+    for pod in state.pods() {
+        let (Some(node), Some(ip)) = (&pod.spec.node_name, pod.status.pod_ip) else {
+            continue;
+        };
+        let ns = pod.metadata.namespace().to_string();
+        rows.insert(
+            (ns.clone(), pod.metadata.name.clone()),
+            WepRow {
+                interface: crate::cni::host_veth_name(&ns, &pod.metadata.name),
+                namespace: ns,
+                workload: pod.metadata.name.clone(),
+                node: node.clone(),
+                network: format!("{ip}/32"),
+            },
+        );
+    }
+    for w in weps {
+        rows.insert(
+            (w.namespace.clone(), w.pod.clone()),
+            WepRow {
+                namespace: w.namespace.clone(),
+                workload: w.pod.clone(),
+                node: w.node.clone(),
+                network: format!("{}/32", w.ip),
+                interface: w.interface.clone(),
+            },
+        );
+    }
+    rows.into_values()
+        .filter(|r| namespace.is_none_or(|n| n == r.namespace))
+        .collect()
+}
+
+/// `ferry get wep` (`all_namespaces` adds the NAMESPACE column, as calicoctl's `-A` does).
+pub fn weps_table(rows: &[WepRow], all_namespaces: bool) -> String {
+    let mut t = vec![];
+    let head = ["WORKLOAD", "NODE", "NETWORKS", "INTERFACE"];
+    let mut h: Vec<String> = head.iter().map(|s| s.to_string()).collect();
+    if all_namespaces {
+        h.insert(0, "NAMESPACE".into());
+    }
+    t.push(h);
+    for r in rows {
+        let mut row = vec![
+            r.workload.clone(),
+            r.node.clone(),
+            r.network.clone(),
+            r.interface.clone(),
+        ];
+        if all_namespaces {
+            row.insert(0, r.namespace.clone());
+        }
+        t.push(row);
+    }
+    columns(&t)
+}
+
+/// `ferry get wep -o yaml|json`: WorkloadEndpoint objects.
+pub fn weps_objects(rows: &[WepRow]) -> serde_json::Value {
+    let items = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "WorkloadEndpoint",
+                "metadata": {"name": format!("{}-k8s-{}-eth0", r.node, r.workload), "namespace": r.namespace},
+                "spec": {
+                    "node": r.node, "orchestrator": "k8s", "pod": r.workload,
+                    "endpoint": "eth0", "interfaceName": r.interface,
+                    "ipNetworks": [r.network],
+                }
+            })
+        })
+        .collect();
+    list("WorkloadEndpointList", "projectcalico.org/v3", items)
+}
+
+/// `ferry node status`: a summary of the daemon's metrics text.
+pub fn node_status(metrics: &str) -> String {
+    let mut sums: std::collections::BTreeMap<&str, f64> = Default::default();
+    let mut generations = Vec::new();
+    let mut published = None;
+    let mut drops: std::collections::BTreeMap<String, f64> = Default::default();
+    let mut last_apply = None;
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name_labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(v) = value.parse::<f64>() else {
+            continue;
+        };
+        let name = name_labels.split('{').next().unwrap_or("");
+        match name {
+            "ferry_tables_generation" => generations.push(v),
+            "ferry_tables_published_generation" => published = Some(v),
+            "ferry_apply_to_dataplane_last_seconds" => last_apply = Some(v),
+            "ferry_drops_total" => {
+                let reason = name_labels
+                    .split("reason=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or("?")
+                    .to_string();
+                *drops.entry(reason).or_default() += v;
+            }
+            "ferry_rx_packets_total" | "ferry_tx_packets_total" | "ferry_dataplane_restarts_total" => {
+                *sums.entry(name).or_default() += v;
+            }
+            _ => {}
+        }
+    }
+    let mut rows = vec![vec!["ITEM".to_string(), "VALUE".to_string()]];
+    let g = |v: f64| format!("{v:.0}");
+    rows.push(vec![
+        "tables generation (published)".into(),
+        published.map(g).unwrap_or_else(|| "-".into()),
+    ]);
+    rows.push(vec![
+        "tables generation (workers)".into(),
+        generations.iter().map(|v| g(*v)).collect::<Vec<_>>().join(", "),
+    ]);
+    for (k, label) in [
+        ("ferry_rx_packets_total", "packets received"),
+        ("ferry_tx_packets_total", "packets transmitted"),
+        ("ferry_dataplane_restarts_total", "dataplane restarts"),
+    ] {
+        rows.push(vec![label.into(), g(sums.get(k).copied().unwrap_or(0.0))]);
+    }
+    if let Some(l) = last_apply {
+        rows.push(vec![
+            "last apply -> dataplane".into(),
+            format!("{:.1} ms", l * 1e3),
+        ]);
+    }
+    for (reason, n) in drops.iter().filter(|(_, n)| **n > 0.0) {
+        rows.push(vec![format!("drops: {reason}"), g(*n)]);
+    }
+    columns(&rows)
+}
