@@ -3,11 +3,12 @@
 
 pub mod compile;
 pub mod ipam;
+pub mod kube;
 pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod replay;
 pub mod selector;
-pub mod source;
 pub mod show;
+pub mod source;
 pub mod tables_file;
