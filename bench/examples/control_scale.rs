@@ -90,6 +90,12 @@ fn profile(base: &NodeCompiler) {
         let l = dataplane::lpm::Lpm::new();
         let t4 = t.elapsed();
         drop(l);
-        println!("spec {:?} compile {:?} drop {:?} lpm_new {:?}", t1, t2 - t1, t3 - t2, t4 - t3);
+        println!(
+            "spec {:?} compile {:?} drop {:?} lpm_new {:?}",
+            t1,
+            t2 - t1,
+            t3 - t2,
+            t4 - t3
+        );
     }
 }

@@ -53,7 +53,9 @@ pub fn cluster(nodes: usize, pods_per_node: usize) -> ClusterState {
         "metadata": {"name": "default-ipv4-ippool"},
         "spec": {"cidr": "10.128.0.0/9", "blockSize": 26, "ipipMode": "CrossSubnet", "natOutgoing": true}
     })));
-    objects.push(mk(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}})));
+    objects.push(mk(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}),
+    ));
     for i in 0..nodes {
         objects.push(mk(json!({
             "apiVersion": "v1", "kind": "Node",

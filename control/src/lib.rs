@@ -4,6 +4,7 @@
 pub mod cni;
 pub mod compile;
 pub mod ipam;
+pub mod kube;
 pub mod manifest_dir;
 pub mod metrics;
 pub mod model;

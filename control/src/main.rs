@@ -198,7 +198,12 @@ enum GetCommand {
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
         /// Only this namespace (default: `default`).
-        #[arg(short = 'n', long, value_name = "NS", conflicts_with = "all_namespaces")]
+        #[arg(
+            short = 'n',
+            long,
+            value_name = "NS",
+            conflicts_with = "all_namespaces"
+        )]
         namespace: Option<String>,
         /// Every namespace (adds a NAMESPACE column).
         #[arg(short = 'A', long)]

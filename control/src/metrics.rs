@@ -100,7 +100,11 @@ impl MetricsState {
             "# HELP {name} Time from a change being applied to every worker forwarding with it.\n# TYPE {name} histogram"
         );
         for (i, le) in APPLY_BUCKETS_LE.iter().enumerate() {
-            let _ = writeln!(o, "{name}_bucket{{le=\"{le}\"}} {}", self.apply_buckets[i].load(r));
+            let _ = writeln!(
+                o,
+                "{name}_bucket{{le=\"{le}\"}} {}",
+                self.apply_buckets[i].load(r)
+            );
         }
         let count = self.apply_count.load(r);
         let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {count}");

@@ -210,7 +210,13 @@ fn local_endpoints(state: &Path, node: &str) -> Result<Vec<LocalEndpoint>> {
 }
 
 impl ClusterTables {
-    fn new(dir: &Path, node: &str, state: &Path, uplink: &str, gateway: Option<Ipv4Addr>) -> Result<Self> {
+    fn new(
+        dir: &Path,
+        node: &str,
+        state: &Path,
+        uplink: &str,
+        gateway: Option<Ipv4Addr>,
+    ) -> Result<Self> {
         let md = ManifestDir::open(dir)?;
         let (watcher, cluster) = DirWatcher::new(md)
             .with_context(|| format!("cannot load the manifests in {}", dir.display()))?;
@@ -260,13 +266,14 @@ impl ClusterTables {
                 stamp = self.watcher.dir().last_write();
                 let state = self.watcher.state();
                 for c in &changes {
-                    changed |= self
-                        .compiler
-                        .apply(state, c)
-                        .with_context(|| format!("cannot apply the change to {}", c.kind().name()))?;
+                    changed |= self.compiler.apply(state, c).with_context(|| {
+                        format!("cannot apply the change to {}", c.kind().name())
+                    })?;
                 }
             }
-            Err(e) => bail!("the manifests changed into an invalid state, keeping the current tables: {e}"),
+            Err(e) => bail!(
+                "the manifests changed into an invalid state, keeping the current tables: {e}"
+            ),
         }
         let fp = state_fingerprint(&self.state_dir);
         if fp != self.state_fp {
@@ -604,7 +611,10 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             continue;
         } else {
             // Pods came or went: a new set of sockets and steering programs.
-            log(format!("ports changed to {}: restarting the dataplane", ports.join(", ")));
+            log(format!(
+                "ports changed to {}: restarting the dataplane",
+                ports.join(", ")
+            ));
             // The old workers must release the ports before the new ones attach.
             running.halt();
             instance += 1;

@@ -206,12 +206,7 @@ pub fn nodes(state: &ClusterState, wide: bool) -> String {
     }];
     for (name, n) in &state.nodes {
         rows.push(if wide {
-            vec![
-                name.clone(),
-                "(64512)".into(),
-                node_ipv4(n),
-                String::new(),
-            ]
+            vec![name.clone(), "(64512)".into(), node_ipv4(n), String::new()]
         } else {
             vec![name.clone()]
         });
@@ -364,7 +359,9 @@ pub fn node_status(metrics: &str) -> String {
                     .to_string();
                 *drops.entry(reason).or_default() += v;
             }
-            "ferry_rx_packets_total" | "ferry_tx_packets_total" | "ferry_dataplane_restarts_total" => {
+            "ferry_rx_packets_total"
+            | "ferry_tx_packets_total"
+            | "ferry_dataplane_restarts_total" => {
                 *sums.entry(name).or_default() += v;
             }
             _ => {}
@@ -378,7 +375,11 @@ pub fn node_status(metrics: &str) -> String {
     ]);
     rows.push(vec![
         "tables generation (workers)".into(),
-        generations.iter().map(|v| g(*v)).collect::<Vec<_>>().join(", "),
+        generations
+            .iter()
+            .map(|v| g(*v))
+            .collect::<Vec<_>>()
+            .join(", "),
     ]);
     for (k, label) in [
         ("ferry_rx_packets_total", "packets received"),

@@ -57,9 +57,9 @@ pub fn apply_changes(
     };
     let mut removed = std::collections::BTreeSet::new();
     let put = |objects: &mut Vec<(ObjectKey, Located)>,
-                   index: &mut std::collections::BTreeMap<ObjectKey, usize>,
-                   removed: &mut std::collections::BTreeSet<ObjectKey>,
-                   o: Object| {
+               index: &mut std::collections::BTreeMap<ObjectKey, usize>,
+               removed: &mut std::collections::BTreeSet<ObjectKey>,
+               o: Object| {
         let k = o.key();
         removed.remove(&k);
         match index.get(&k) {
@@ -114,7 +114,9 @@ pub fn state_objects(s: &ClusterState) -> Vec<Located> {
     s.namespaces
         .values()
         .for_each(|o| push(Object::Namespace(o.clone())));
-    s.ip_pools.values().for_each(|o| push(Object::IpPool(o.clone())));
+    s.ip_pools
+        .values()
+        .for_each(|o| push(Object::IpPool(o.clone())));
     s.felix_configurations
         .values()
         .for_each(|o| push(Object::FelixConfiguration(o.clone())));
