@@ -28,7 +28,7 @@
 //! replaces the stale veth. DEL is idempotent. Error codes: see [`code`].
 
 use crate::ipam::{pod_handle, pools_from_annotations, AssignRequest, Ipam, IpamError};
-use crate::model::{ClusterState, ObjectMeta, Pod, PodSpec, PodStatus};
+use crate::model::{ObjectMeta, Pod, PodSpec, PodStatus};
 use crate::wep::{WepError, WepStore, WorkloadEndpoint};
 use dataplane::wire::MacAddr;
 use serde::Deserialize;
@@ -515,7 +515,7 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
             "\"manifests\" (the cluster's manifest directory) is required for ADD",
         )
     })?;
-    let cluster = ClusterState::load_path(manifests)
+    let cluster = crate::manifest_dir::load_path(manifests)
         .map_err(|e| {
             CniError::new(
                 code::INVALID_CONFIG,
@@ -578,6 +578,8 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
     }
     undo.veth = Some(veth.clone());
     net::create_veth(&veth, &env.ifname, &netns, conf.mtu)?;
+    net::offloads_off(None, &veth)?;
+    net::offloads_off(Some(&netns), &env.ifname)?;
     net::configure_pod_side(&netns, &env.ifname, ip)?;
     let mac = net::link_mac(Some(&netns), &env.ifname)?.ok_or_else(|| {
         interface_err(
@@ -751,13 +753,23 @@ mod net {
 
     /// Runs `ip ARGS` (in `netns` through nsenter), feeding `stdin`; stdout or the stderr.
     fn ip(netns: Option<&str>, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        tool("ip", netns, args, stdin)
+    }
+
+    /// Runs `program ARGS` (in `netns` through nsenter), feeding `stdin`; stdout or the stderr.
+    fn tool(
+        program: &str,
+        netns: Option<&str>,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<String, String> {
         let mut cmd = match netns {
             Some(ns) => {
                 let mut c = Process::new("nsenter");
-                c.arg(format!("--net={ns}")).arg("ip");
+                c.arg(format!("--net={ns}")).arg(program);
                 c
             }
-            None => Process::new("ip"),
+            None => Process::new(program),
         };
         cmd.args(args)
             .stdin(if stdin.is_some() {
@@ -768,7 +780,7 @@ mod net {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let shown = format!(
-            "{}ip {}",
+            "{}{program} {}",
             netns
                 .map(|n| format!("nsenter --net={n} "))
                 .unwrap_or_default(),
@@ -867,6 +879,18 @@ mod net {
         ip(Some(netns), &["-batch", "-"], Some(&script))
             .map(|_| ())
             .map_err(|e| interface_err(format!("cannot configure {ifname} in {netns}"), e))
+    }
+
+    /// Checksum and segmentation offloads off on one side of the pair. Ferry forwards pod
+    /// frames through AF_XDP, which carries no "checksum to be completed" mark: a pod's TCP
+    /// segment left for the NIC to checksum would arrive with a wrong checksum, and a 64 KiB
+    /// GSO super-frame would not fit a UMEM frame. (Calico's kernel path completes both.)
+    pub(super) fn offloads_off(netns: Option<&str>, dev: &str) -> Result<(), CniError> {
+        #[rustfmt::skip]
+        let args = ["-K", dev, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off"];
+        tool("ethtool", netns, &args, None)
+            .map(|_| ())
+            .map_err(|e| interface_err(format!("cannot turn offloads off on {dev}"), e))
     }
 
     /// proxy ARP without delay, up, and the host route to the pod.

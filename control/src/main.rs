@@ -121,16 +121,29 @@ enum NodeCommand {
         #[arg(
             long,
             value_name = "FILE",
-            required_unless_present = "manifests",
-            conflicts_with = "manifests"
+            required_unless_present_any = ["manifests", "kubernetes"],
+            conflicts_with_all = ["manifests", "kubernetes"]
         )]
         tables: Option<PathBuf>,
         /// Take the tables from the cluster instead: a manifest directory (watched; changes
         /// from `ferry apply`/`delete` are in force within a second), compiled for --node.
-        #[arg(long, value_name = "DIR", requires = "node")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            requires = "node",
+            conflicts_with = "kubernetes"
+        )]
         manifests: Option<PathBuf>,
-        /// This node's name (a Node object of the manifests).
-        #[arg(long, value_name = "NAME", requires = "manifests")]
+        /// Take the tables from the Kubernetes API (list + watch of nodes, namespaces, pods,
+        /// network policies and Calico's IPPools/FelixConfigurations), compiled for --node.
+        #[arg(long, requires = "node")]
+        kubernetes: bool,
+        /// With --kubernetes: a kubeconfig (default: the in-cluster service account, else
+        /// $KUBECONFIG, else ~/.kube/config).
+        #[arg(long, value_name = "FILE", requires = "kubernetes")]
+        kubeconfig: Option<PathBuf>,
+        /// This node's name (a Node object of the cluster).
+        #[arg(long, value_name = "NAME", env = "NODE_NAME")]
         node: Option<String>,
         /// IPAM state and workload endpoints written by ferry-cni.
         #[arg(long, value_name = "DIR", default_value = control::cni::DEFAULT_STATE_DIR)]
@@ -318,6 +331,8 @@ fn run(cli: Cli) -> Result<()> {
                 NodeCommand::Run {
                     tables,
                     manifests,
+                    kubernetes,
+                    kubeconfig,
                     node,
                     state,
                     uplink,
@@ -343,7 +358,16 @@ fn run(cli: Cli) -> Result<()> {
                     uplink,
                     gateway,
                 },
-                _ => anyhow::bail!("give --tables FILE, or --manifests DIR with --node NAME"),
+                (None, None, Some(node)) if kubernetes => control::node::TablesSource::Kubernetes {
+                    kubeconfig,
+                    node,
+                    state,
+                    uplink,
+                    gateway,
+                },
+                _ => anyhow::bail!(
+                    "give --tables FILE, --manifests DIR with --node NAME, or --kubernetes with --node NAME"
+                ),
             };
             control::node::run(control::node::NodeOptions {
                 source,
@@ -471,10 +495,8 @@ fn tables_check(file: PathBuf) -> Result<()> {
 
 /// Loads a manifest file, or a manifest directory with the objects `ferry apply` stored.
 fn load_manifests(path: &std::path::Path) -> Result<control::model::Loaded> {
-    if path.is_dir() {
-        Ok(control::manifest_dir::ManifestDir::existing(path).load()?)
-    } else if path.exists() {
-        Ok(control::model::ClusterState::load_path(path)?)
+    if path.exists() {
+        Ok(control::manifest_dir::load_path(path)?)
     } else {
         anyhow::bail!("{}: no such manifest file or directory", path.display())
     }

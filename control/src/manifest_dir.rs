@@ -390,3 +390,13 @@ impl DirWatcher {
         Ok(Some(changes))
     }
 }
+
+/// Loads a single manifest file, or a manifest directory with the objects `ferry apply`
+/// stored: what every reader of "the manifests" (CLI, CNI, daemon) sees.
+pub fn load_path(path: &Path) -> Result<crate::model::Loaded, LoadError> {
+    if path.is_dir() {
+        ManifestDir::existing(path).load()
+    } else {
+        ClusterState::load_path(path)
+    }
+}

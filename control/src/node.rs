@@ -12,8 +12,11 @@
 
 use crate::compile::{CompileInputs, LocalEndpoint, NodeCompiler, UPLINK_PORT};
 use crate::ipam::Ipam;
+use crate::kube::{KubeConfig, KubeSource, Resource};
 use crate::manifest_dir::{DirWatcher, ManifestDir};
 use crate::metrics;
+use crate::model::{ClusterState, Kind};
+use crate::source::{apply_changes, Change};
 use crate::tables_file::{self, TablesFileError};
 use crate::wep;
 use anyhow::{bail, Context, Result};
@@ -44,6 +47,118 @@ pub enum TablesSource {
         /// The default gateway (else the kernel's default route).
         gateway: Option<Ipv4Addr>,
     },
+    /// The cluster through the Kubernetes API (list + watch), compiled for `node`; IPAM state
+    /// and workload endpoints as for `Manifests`.
+    Kubernetes {
+        /// kubeconfig file; `None`: in-cluster service account, else $KUBECONFIG,
+        /// ~/.kube/config.
+        kubeconfig: Option<PathBuf>,
+        node: String,
+        state: PathBuf,
+        uplink: String,
+        gateway: Option<Ipv4Addr>,
+    },
+}
+
+/// Where cluster changes come from.
+enum Feed {
+    Dir(DirWatcher),
+    Kube {
+        rx: std::sync::mpsc::Receiver<Change>,
+        state: ClusterState,
+        stop: Arc<AtomicBool>,
+    },
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        if let Feed::Kube { stop, .. } = self {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How long the daemon waits for the first complete list of every resource.
+const KUBE_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Feed {
+    /// Starts the Kubernetes source and waits until every resource was listed once.
+    fn kube(kubeconfig: Option<&Path>) -> Result<(Feed, ClusterState)> {
+        let config =
+            KubeConfig::load(kubeconfig).context("cannot configure the Kubernetes client")?;
+        let resources = Resource::all();
+        let mut waiting: std::collections::BTreeSet<Kind> =
+            resources.iter().filter_map(Resource::model_kind).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        // The threads end with the stop flag; they are not joined.
+        drop(KubeSource::new(config, resources).start(tx, stop.clone()));
+        let mut state = ClusterState::default();
+        let deadline = Instant::now() + KUBE_SYNC_TIMEOUT;
+        let mut pending = Vec::new();
+        while !waiting.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(c) => {
+                    if let Change::Reset { kind, .. } = &c {
+                        waiting.remove(kind);
+                    }
+                    pending.push(c);
+                }
+                Err(_) => {
+                    stop.store(true, Ordering::Relaxed);
+                    bail!(
+                        "the Kubernetes API did not list {} within {}s",
+                        waiting
+                            .iter()
+                            .map(|k| k.name())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        KUBE_SYNC_TIMEOUT.as_secs()
+                    );
+                }
+            }
+        }
+        apply_changes(&mut state, &pending, "kubernetes")
+            .context("the cluster's objects do not make a valid state")?;
+        Ok((
+            Feed::Kube {
+                rx,
+                state: state.clone(),
+                stop,
+            },
+            state,
+        ))
+    }
+
+    /// New changes and the state after them; `Ok(None)` when nothing changed.
+    fn poll(
+        &mut self,
+    ) -> Result<Option<(Vec<Change>, &ClusterState, Option<std::time::SystemTime>)>> {
+        match self {
+            Feed::Dir(w) => match w.poll() {
+                Ok(None) => Ok(None),
+                Ok(Some(changes)) => {
+                    let stamp = w.dir().last_write();
+                    Ok(Some((changes, w.state(), stamp)))
+                }
+                Err(e) => bail!(
+                    "the manifests changed into an invalid state, keeping the current tables: {e}"
+                ),
+            },
+            Feed::Kube { rx, state, .. } => {
+                let changes: Vec<Change> = rx.try_iter().collect();
+                if changes.is_empty() {
+                    return Ok(None);
+                }
+                let received = std::time::SystemTime::now();
+                apply_changes(state, &changes, "kubernetes").context(
+                    "the cluster's changes make an invalid state, keeping the current tables",
+                )?;
+                Ok(Some((changes, &*state, Some(received))))
+            }
+        }
+    }
 }
 
 /// Options of `ferry node run`.
@@ -171,7 +286,8 @@ pub fn parse_proc_route_gateway(text: &str) -> Option<Ipv4Addr> {
 /// The daemon's tables as the cluster defines them: a watched manifest directory, the IPAM
 /// state and the workload endpoints, compiled incrementally for this node.
 struct ClusterTables {
-    watcher: DirWatcher,
+    feed: Feed,
+    origin: PathBuf,
     compiler: NodeCompiler,
     state_dir: PathBuf,
     state_fp: Vec<(PathBuf, u64, std::time::SystemTime)>,
@@ -211,15 +327,14 @@ fn local_endpoints(state: &Path, node: &str) -> Result<Vec<LocalEndpoint>> {
 
 impl ClusterTables {
     fn new(
-        dir: &Path,
+        feed: (Feed, ClusterState),
+        origin: PathBuf,
         node: &str,
         state: &Path,
         uplink: &str,
         gateway: Option<Ipv4Addr>,
     ) -> Result<Self> {
-        let md = ManifestDir::open(dir)?;
-        let (watcher, cluster) = DirWatcher::new(md)
-            .with_context(|| format!("cannot load the manifests in {}", dir.display()))?;
+        let (feed, cluster) = feed;
         let ipam = Ipam::open(state)?.snapshot()?;
         let endpoints = local_endpoints(state, node)?;
         let gateway = gateway.or_else(kernel_default_gateway);
@@ -231,7 +346,8 @@ impl ClusterTables {
         let compiler = NodeCompiler::new(&cluster, node, inputs)
             .with_context(|| format!("cannot compile the tables of node {node}"))?;
         Ok(ClusterTables {
-            watcher,
+            feed,
+            origin,
             compiler,
             state_dir: state.to_path_buf(),
             state_fp: state_fingerprint(state),
@@ -260,20 +376,14 @@ impl ClusterTables {
     fn poll(&mut self) -> Result<Option<Option<std::time::SystemTime>>> {
         let mut changed = false;
         let mut stamp = None;
-        match self.watcher.poll() {
-            Ok(None) => {}
-            Ok(Some(changes)) => {
-                stamp = self.watcher.dir().last_write();
-                let state = self.watcher.state();
-                for c in &changes {
-                    changed |= self.compiler.apply(state, c).with_context(|| {
-                        format!("cannot apply the change to {}", c.kind().name())
-                    })?;
-                }
+        if let Some((changes, state, t)) = self.feed.poll()? {
+            stamp = t;
+            for c in &changes {
+                changed |= self
+                    .compiler
+                    .apply(state, c)
+                    .with_context(|| format!("cannot apply the change to {}", c.kind().name()))?;
             }
-            Err(e) => bail!(
-                "the manifests changed into an invalid state, keeping the current tables: {e}"
-            ),
         }
         let fp = state_fingerprint(&self.state_dir);
         if fp != self.state_fp {
@@ -469,7 +579,7 @@ impl Spec {
     fn origin(&self) -> PathBuf {
         match self {
             Spec::File { path, .. } => path.clone(),
-            Spec::Cluster(c) => c.watcher.dir().dir().to_path_buf(),
+            Spec::Cluster(c) => c.origin.clone(),
         }
     }
 }
@@ -491,8 +601,32 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             state,
             uplink,
             gateway,
+        } => {
+            let md = ManifestDir::open(dir)?;
+            let (w, s) = DirWatcher::new(md)
+                .with_context(|| format!("cannot load the manifests in {}", dir.display()))?;
+            Spec::Cluster(Box::new(ClusterTables::new(
+                (Feed::Dir(w), s),
+                dir.clone(),
+                node,
+                state,
+                uplink,
+                *gateway,
+            )?))
+        }
+        TablesSource::Kubernetes {
+            kubeconfig,
+            node,
+            state,
+            uplink,
+            gateway,
         } => Spec::Cluster(Box::new(ClusterTables::new(
-            dir, node, state, uplink, *gateway,
+            Feed::kube(kubeconfig.as_deref())?,
+            PathBuf::from("kubernetes"),
+            node,
+            state,
+            uplink,
+            *gateway,
         )?)),
     };
     let first = compile(source.current(), &source.origin(), generation)?;

@@ -1,0 +1,459 @@
+//! The control plane end to end on real namespaces: the study's "external-pool" walkthrough,
+//! verbatim. The study lab's nodes and router (testbeds) without pre-made pods; the cluster is a
+//! manifest directory written with `ferry apply -f`; `ferry node run --manifests` runs on every
+//! worker; the test plays kubelet: it creates each pod's network namespace and calls
+//! `ferry-cni` ADD inside the node's namespace exactly as a container runtime does. Then the
+//! pods serve HTTP and fetch from each other across nodes, and tshark shows the encapsulation on
+//! the router's links. Needs root (CI runs as root); FERRY_LAB_SKIP=1 skips knowingly.
+
+use control::ipam::Ipam;
+use control::manifest_dir::ManifestDir;
+use dataplane::tables::Ipv4Prefix;
+use serde_json::Value;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use testbeds::{Lab, Topology, UpOptions};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+const CNI: &str = env!("CARGO_BIN_EXE_ferry-cni");
+const STUDY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/study");
+
+fn runnable() -> bool {
+    match testbeds::can_run() {
+        Ok(()) => true,
+        Err(e) if std::env::var_os("FERRY_LAB_SKIP").is_some_and(|v| v != "0") => {
+            eprintln!("skipping the cluster lab (FERRY_LAB_SKIP): {e}");
+            false
+        }
+        Err(e) => {
+            panic!("the cluster lab cannot run here: {e} (run as root, or set FERRY_LAB_SKIP=1)")
+        }
+    }
+}
+
+/// The study lab's nodes, subnets and router, without pods: pods come from ferry-cni.
+fn topology() -> Topology {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testbeds/topologies/study.toml"
+    ))
+    .expect("study topology");
+    let nodes_only = text.split("[[pods]]").next().expect("text");
+    Topology::from_toml(nodes_only).expect("the study topology without pods")
+}
+
+/// Removes what the test made outside the lab: pod namespaces, servers, directories.
+struct Guard {
+    netns: Vec<String>,
+    children: Vec<Child>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for n in &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn ferry(args: &[&str]) -> Output {
+    Command::new(FERRY).args(args).output().expect("run ferry")
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The Node objects of the lab, with Calico's address annotation.
+fn nodes_yaml(topo: &Topology) -> String {
+    let mut y = String::new();
+    for n in topo.nodes() {
+        y.push_str(&format!(
+            "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {}\n  annotations:\n    projectcalico.org/IPv4Address: {}/24\n",
+            n.name, n.address
+        ));
+    }
+    y
+}
+
+/// `ferry-cni` run in `node`'s namespace as a runtime runs it.
+fn cni(lab: &Lab, node: &str, command: &str, pod: &str, netns: &str, conf: &str) -> Output {
+    let mut cmd = lab.command(node, CNI).expect("node netns");
+    cmd.env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", format!("ctr-{pod}"))
+        .env("CNI_NETNS", format!("/var/run/netns/{netns}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .env(
+            "CNI_ARGS",
+            format!("K8S_POD_NAMESPACE=external-ns;K8S_POD_NAME={pod};IgnoreUnknown=1"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn ferry-cni");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(conf.as_bytes())
+        .expect("write the network config");
+    child.wait_with_output().expect("ferry-cni")
+}
+
+/// An HTTP GET from a pod's namespace; true on a 200.
+fn http_ok(netns: &str, to: Ipv4Addr) -> bool {
+    let script = format!(
+        "import sys, urllib.request\nr = urllib.request.urlopen('http://{to}:80/', timeout=2)\nsys.exit(0 if r.status == 200 else 1)"
+    );
+    Command::new("ip")
+        .args(["netns", "exec", netns, "python3", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn external_pool_walkthrough() {
+    if !runnable() {
+        return;
+    }
+    let topo = topology();
+    let id = format!("xp{}", std::process::id() % 10000);
+    let lab = Lab::up(
+        &topo,
+        &UpOptions {
+            replace: true,
+            ..UpOptions::with_id(&id)
+        },
+    )
+    .expect("lab up");
+    let base = std::env::temp_dir().join(format!("ferry-xp-{}", std::process::id()));
+    let (manifests, state) = (base.join("manifests"), base.join("state"));
+    let mut guard = Guard {
+        netns: Vec::new(),
+        children: Vec::new(),
+        dirs: vec![base.clone()],
+    };
+    std::fs::create_dir_all(&manifests).expect("manifest dir");
+
+    // The cluster: the nodes and the default pool as files, then the study's manifests with
+    // `ferry apply -f`, verbatim.
+    std::fs::write(manifests.join("00-nodes.yaml"), nodes_yaml(&topo)).expect("nodes");
+    std::fs::copy(
+        Path::new(STUDY).join("01-default-pool.yaml"),
+        manifests.join("01-default-pool.yaml"),
+    )
+    .expect("default pool");
+    let m = manifests.to_str().expect("utf-8 path");
+    for f in [
+        "02-external-pool.yaml",
+        "03-external-ns.yaml",
+        "04-nginx.yaml",
+    ] {
+        let path = Path::new(STUDY).join(f);
+        let out = ok(
+            &ferry(&["apply", "-f", path.to_str().unwrap(), "--manifests", m]),
+            "ferry apply",
+        );
+        assert!(out.contains("created"), "{f}: {out}");
+    }
+    let pools = ok(&ferry(&["get", "ippools", "--manifests", m]), "get ippools");
+    assert!(
+        pools.lines().any(|l| l.split_whitespace().eq([
+            "default-ipv4-ippool",
+            "172.16.0.0/16",
+            "all()"
+        ])),
+        "{pools}"
+    );
+    assert!(
+        pools.lines().any(|l| l.split_whitespace().eq([
+            "external-pool",
+            "172.18.0.0/16",
+            "!all()"
+        ])),
+        "{pools}"
+    );
+
+    // Ferry on the workers, from the manifest directory and the shared state.
+    let s = state.to_str().expect("utf-8 path");
+    let workers = ["k8s-w1", "k8s-w2", "k8s-w0"];
+    let mut daemons = Vec::new();
+    for n in workers {
+        let child = lab
+            .spawn_in(
+                n,
+                [
+                    FERRY,
+                    "node",
+                    "run",
+                    "--manifests",
+                    m,
+                    "--node",
+                    n,
+                    "--state",
+                    s,
+                    "--uplink",
+                    "eth0",
+                    "--metrics",
+                    "127.0.0.1:9091",
+                ],
+            )
+            .expect("ferry node run");
+        daemons.push((n, child));
+    }
+    for (n, c) in &mut daemons {
+        let t0 = Instant::now();
+        while !c.output().contains("forwarding on") {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20) && c.is_running(),
+                "ferry on {n} did not start:\n{}",
+                c.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    // Kubelet: one nginx replica per worker, wired by ferry-cni.
+    let cluster = ManifestDir::existing(&manifests)
+        .load()
+        .expect("manifests")
+        .state;
+    let mut pods: Vec<String> = cluster
+        .pods()
+        .iter()
+        .filter(|p| p.metadata.namespace() == "external-ns")
+        .map(|p| p.metadata.name.clone())
+        .collect();
+    pods.sort();
+    assert_eq!(pods.len(), 3, "the Deployment has 3 replicas");
+    let conf = |node: &str| {
+        serde_json::json!({
+            "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "ferry-cni",
+            "manifests": m, "state": s, "nodename": node, "mtu": 1480
+        })
+        .to_string()
+    };
+    let mut placed: Vec<(String, &str, String, Ipv4Addr)> = Vec::new();
+    for (pod, node) in pods.iter().zip(workers) {
+        let netns = format!("{}{}", lab.prefix(), pod);
+        assert!(Command::new("ip")
+            .args(["netns", "add", &netns])
+            .status()
+            .expect("ip netns add")
+            .success());
+        guard.netns.push(netns.clone());
+        let out = cni(&lab, node, "ADD", pod, &netns, &conf(node));
+        let result: Value = serde_json::from_slice(&out.stdout).expect("CNI result JSON");
+        assert!(out.status.success(), "ADD {pod} on {node}: {result}");
+        let addr = result["ips"][0]["address"]
+            .as_str()
+            .expect("ips[0].address");
+        let ip: Ipv4Addr = addr
+            .strip_suffix("/32")
+            .expect("a /32")
+            .parse()
+            .expect("IPv4");
+        placed.push((pod.clone(), node, netns, ip));
+    }
+
+    // Addresses from the external pool, each in a /24 block affine to its node.
+    let ipam = Ipam::open(&state).expect("ipam").snapshot().expect("state");
+    let external: Ipv4Prefix = "172.18.0.0/16".parse().unwrap();
+    for (pod, node, _, ip) in &placed {
+        assert!(external.contains(u32::from(*ip)), "{pod} got {ip}");
+        let b = ipam.block_of(*ip).expect("a block");
+        assert_eq!(b.cidr.len, 24, "{pod}: block {}", b.cidr);
+        assert_eq!(
+            b.affinity.as_deref(),
+            Some(*node),
+            "{pod}: block {}",
+            b.cidr
+        );
+    }
+    let show = ok(
+        &ferry(&[
+            "ipam",
+            "show",
+            "--manifests",
+            m,
+            "--state",
+            s,
+            "--show-blocks",
+        ]),
+        "ipam show",
+    );
+    for (_, _, _, ip) in &placed {
+        let block = ipam.block_of(*ip).unwrap().cidr.to_string();
+        assert!(show.contains(&block), "block {block} missing:\n{show}");
+    }
+    let weps = ok(
+        &ferry(&[
+            "get",
+            "wep",
+            "-n",
+            "external-ns",
+            "--manifests",
+            m,
+            "--state",
+            s,
+        ]),
+        "get wep",
+    );
+    for (pod, node, _, ip) in &placed {
+        assert!(
+            weps.lines().any(|l| l.contains(pod.as_str())
+                && l.contains(node)
+                && l.contains(&format!("{ip}/32"))),
+            "{pod}:\n{weps}"
+        );
+    }
+
+    // nginx: an HTTP server in every pod.
+    for (_, _, netns, ip) in &placed {
+        let c = Command::new("ip")
+            .args(["netns", "exec", netns, "python3", "-m", "http.server", "80"])
+            .args(["--bind", &ip.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("http server");
+        guard.children.push(c);
+    }
+    // Every pod fetches from every other (across nodes), once the daemons have picked the new
+    // endpoints up (they restart their dataplane for new ports).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (a, _, from, _) in &placed {
+        for (b, _, _, to) in &placed {
+            if a == b {
+                continue;
+            }
+            while !http_ok(from, *to) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{a} cannot fetch http://{to}/ from {b}; ferry logs:\n{}",
+                    daemons
+                        .iter()
+                        .map(|(n, c)| format!("--- {n}\n{}", c.output()))
+                        .collect::<String>()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    // The wire: external-pool is CrossSubnet, so k8s-w1 → k8s-w2 (same subnet) goes plain and
+    // k8s-w1 → k8s-w0 (across the router) goes in IPIP. tshark decodes the router's link.
+    let (w1_ns, w1_ip) = (&placed[0].2, placed[0].3);
+    let (w2_ip, w0_ip) = (placed[1].3, placed[2].3);
+    let file = base.join("w1.pcap");
+    let cap = lab
+        .capture("k8s-rtr:k8s-w1", &file, &["ip".to_string()])
+        .expect("capture");
+    assert!(http_ok(w1_ns, w2_ip) && http_ok(w1_ns, w0_ip));
+    std::thread::sleep(Duration::from_millis(300));
+    let file = cap.stop().expect("capture file");
+    let rows = testbeds::ferry::tshark(&file, &["ip.proto", "ip.src", "ip.dst"]).expect("tshark");
+    let to = |dst: Ipv4Addr| {
+        rows.iter()
+            .filter(|r| r[2].ends_with(&dst.to_string()) && r[1].ends_with(&w1_ip.to_string()))
+            .map(|r| r[0].clone())
+            .collect::<Vec<_>>()
+    };
+    let plain = to(w2_ip);
+    let ipip = to(w0_ip);
+    assert!(
+        !plain.is_empty(),
+        "no k8s-w1 → k8s-w2 packets seen: {rows:?}"
+    );
+    assert!(
+        plain.iter().all(|p| p == "6"),
+        "k8s-w1 → k8s-w2 must be plain TCP: {plain:?}"
+    );
+    assert!(
+        !ipip.is_empty(),
+        "no k8s-w1 → k8s-w0 packets seen: {rows:?}"
+    );
+    assert!(
+        ipip.iter().all(|p| p == "4/6"),
+        "k8s-w1 → k8s-w0 must be IPIP: {ipip:?}"
+    );
+
+    // A change applied while traffic flows is in force on every worker within a second, as the
+    // apply → dataplane latency metric shows.
+    let extra = base.join("extra-pool.yaml");
+    std::fs::write(
+        &extra,
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: extra-pool\nspec:\n  cidr: 10.99.0.0/16\n  nodeSelector: \"!all()\"\n",
+    )
+    .expect("write");
+    let before = |status: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with("last apply -> dataplane"))
+            .map(str::to_string)
+    };
+    let first = lab
+        .exec_ok("k8s-w1", [FERRY, "node", "status"])
+        .expect("node status");
+    assert!(first.contains("Ferry process is running."), "{first}");
+    ok(
+        &ferry(&["apply", "-f", extra.to_str().unwrap(), "--manifests", m]),
+        "apply extra-pool",
+    );
+    let t0 = Instant::now();
+    let latency_ms = loop {
+        let status = lab
+            .exec_ok("k8s-w1", [FERRY, "node", "status"])
+            .expect("node status");
+        let line = before(&status);
+        if line.is_some() && line != before(&first) {
+            let ms: f64 = line
+                .as_deref()
+                .and_then(|l| l.split_whitespace().rev().nth(1))
+                .and_then(|v| v.parse().ok())
+                .expect("a latency in ms");
+            break ms;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no new apply latency:\n{status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        latency_ms < 1000.0,
+        "apply took {latency_ms} ms to reach the workers"
+    );
+    eprintln!("apply -> dataplane on k8s-w1: {latency_ms:.1} ms");
+
+    // DEL every pod: addresses released, endpoints gone.
+    for (pod, node, netns, _) in &placed {
+        let out = cni(&lab, node, "DEL", pod, netns, &conf(node));
+        assert!(out.status.success(), "DEL {pod}: {:?}", out);
+    }
+    let after = Ipam::open(&state).expect("ipam").snapshot().expect("state");
+    assert_eq!(after.used(), 0, "every address released: {after:?}");
+    drop(daemons);
+    drop(guard);
+    drop(lab);
+}
