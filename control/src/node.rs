@@ -78,6 +78,9 @@ impl Drop for Feed {
     }
 }
 
+/// New changes, the state after them, and when they were applied (if known).
+type FeedUpdate<'a> = (Vec<Change>, &'a ClusterState, Option<std::time::SystemTime>);
+
 /// How long the daemon waits for the first complete list of every resource.
 const KUBE_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -134,7 +137,7 @@ impl Feed {
     /// New changes and the state after them; `Ok(None)` when nothing changed.
     fn poll(
         &mut self,
-    ) -> Result<Option<(Vec<Change>, &ClusterState, Option<std::time::SystemTime>)>> {
+    ) -> Result<Option<FeedUpdate<'_>>> {
         match self {
             Feed::Dir(w) => match w.poll() {
                 Ok(None) => Ok(None),
@@ -564,14 +567,14 @@ impl Running {
 
 /// Where the current tables came from, and how to get the next ones.
 enum Spec {
-    File { path: PathBuf, spec: TablesSpec },
+    File { path: PathBuf, spec: Box<TablesSpec> },
     Cluster(Box<ClusterTables>),
 }
 
 impl Spec {
     fn current(&self) -> TablesSpec {
         match self {
-            Spec::File { spec, .. } => spec.clone(),
+            Spec::File { spec, .. } => (**spec).clone(),
             Spec::Cluster(c) => c.spec(),
         }
     }
@@ -592,7 +595,7 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             let loaded = load(path, generation)?;
             Spec::File {
                 path: path.clone(),
-                spec: loaded.file_spec,
+                spec: Box::new(loaded.file_spec),
             }
         }
         TablesSource::Manifests {
@@ -696,7 +699,7 @@ pub fn run(opts: NodeOptions) -> Result<()> {
                         .and_then(|t| tables_file::parse_spec(&t, path))
                     {
                         Ok(s) => {
-                            *spec = s;
+                            **spec = s;
                             next = true;
                             why = "SIGHUP";
                         }
