@@ -135,9 +135,7 @@ impl Feed {
     }
 
     /// New changes and the state after them; `Ok(None)` when nothing changed.
-    fn poll(
-        &mut self,
-    ) -> Result<Option<FeedUpdate<'_>>> {
+    fn poll(&mut self) -> Result<Option<FeedUpdate<'_>>> {
         match self {
             Feed::Dir(w) => match w.poll() {
                 Ok(None) => Ok(None),
@@ -567,7 +565,10 @@ impl Running {
 
 /// Where the current tables came from, and how to get the next ones.
 enum Spec {
-    File { path: PathBuf, spec: Box<TablesSpec> },
+    File {
+        path: PathBuf,
+        spec: Box<TablesSpec>,
+    },
     Cluster(Box<ClusterTables>),
 }
 
