@@ -4,7 +4,7 @@
 
 use bench::{rss::resident_bytes, synthetic};
 use control::compile::{CompileInputs, NodeCompiler};
-use control::source::Change;
+use control::source::{apply_changes, Change};
 use dataplane::tables::Tables;
 use std::time::{Duration, Instant};
 
@@ -53,9 +53,12 @@ fn main() {
         let mut runs = Vec::new();
         for _ in 0..21 {
             let mut nc = base.clone();
+            let mut st = state.clone();
             let t = Instant::now();
             for ch in &changes {
-                if nc.apply(&state, ch).expect("applies") {
+                // The state update a source makes, then the compiler, then new tables if needed.
+                apply_changes(&mut st, std::slice::from_ref(ch), "bench").expect("valid");
+                if nc.apply(&st, ch).expect("applies") {
                     let _t = Tables::compile(&nc.spec(), 2).expect("valid tables");
                 }
             }
@@ -68,34 +71,10 @@ fn main() {
             5e-3 / m.as_secs_f64()
         );
     }
-    profile(&base);
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!(
         "  memory (resident): cluster objects {:.1} MiB, compiler + tables {:.1} MiB",
         mib(rss_state.saturating_sub(rss0)),
         mib(rss_compiled.saturating_sub(rss_state))
     );
-}
-
-#[allow(dead_code)]
-fn profile(base: &NodeCompiler) {
-    for _ in 0..5 {
-        let t = Instant::now();
-        let s = base.spec();
-        let t1 = t.elapsed();
-        let tb = Tables::compile(&s, 2).unwrap();
-        let t2 = t.elapsed();
-        drop(tb);
-        let t3 = t.elapsed();
-        let l = dataplane::lpm::Lpm::new();
-        let t4 = t.elapsed();
-        drop(l);
-        println!(
-            "spec {:?} compile {:?} drop {:?} lpm_new {:?}",
-            t1,
-            t2 - t1,
-            t3 - t2,
-            t4 - t3
-        );
-    }
 }

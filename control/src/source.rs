@@ -38,6 +38,23 @@ pub fn apply_changes(
     changes: &[Change],
     origin: &str,
 ) -> Result<(), LoadError> {
+    // Only pools are checked across objects (overlaps); every object was validated on its own
+    // when it was decoded. So changes to other kinds go straight in: one pod event costs a map
+    // update, not a rebuild of a 100,000-pod state.
+    let simple = changes.iter().all(|c| match c {
+        Change::Reset { .. } => false,
+        c => c.kind() != Kind::IpPool,
+    });
+    if simple {
+        for c in changes {
+            match c {
+                Change::Applied(o) => put_object(state, o.clone(), origin),
+                Change::Deleted(k) => remove_object(state, k),
+                Change::Reset { .. } => unreachable!("excluded above"),
+            }
+        }
+        return Ok(());
+    }
     let mut objects: Vec<(ObjectKey, Located)> = state_objects(state)
         .into_iter()
         .map(|l| (l.object.key(), l))
@@ -158,4 +175,116 @@ pub fn diff(old: &ClusterState, new: &ClusterState) -> Vec<Change> {
         }
     }
     out
+}
+
+fn put_object(s: &mut ClusterState, object: Object, origin: &str) {
+    let key = object.key();
+    let ns = key.namespace.clone().unwrap_or_default();
+    let name = key.name.clone();
+    match object {
+        Object::Node(o) => drop(s.nodes.insert(name, o)),
+        Object::Namespace(o) => drop(s.namespaces.insert(name, o)),
+        Object::Pod(o) => drop(s.pods.insert((ns, name), o)),
+        Object::Deployment(o) => drop(s.deployments.insert((ns, name), o)),
+        Object::NetworkPolicy(o) => drop(s.network_policies.insert((ns, name), o)),
+        Object::IpPool(o) => drop(s.ip_pools.insert(name, o)),
+        Object::FelixConfiguration(o) => drop(s.felix_configurations.insert(name, o)),
+        Object::CalicoNetworkPolicy(o) => drop(s.calico_network_policies.insert((ns, name), o)),
+        Object::GlobalNetworkPolicy(o) => drop(s.global_network_policies.insert(name, o)),
+    }
+    s.origins.insert(
+        key,
+        Origin {
+            file: origin.to_string(),
+            document: 0,
+            item: None,
+        },
+    );
+}
+
+fn remove_object(s: &mut ClusterState, k: &ObjectKey) {
+    let ns = k.namespace.clone().unwrap_or_default();
+    let nn = (ns, k.name.clone());
+    match k.kind {
+        Kind::Node => drop(s.nodes.remove(&k.name)),
+        Kind::Namespace => drop(s.namespaces.remove(&k.name)),
+        Kind::Pod => drop(s.pods.remove(&nn)),
+        Kind::Deployment => drop(s.deployments.remove(&nn)),
+        Kind::NetworkPolicy => drop(s.network_policies.remove(&nn)),
+        Kind::IpPool => drop(s.ip_pools.remove(&k.name)),
+        Kind::FelixConfiguration => drop(s.felix_configurations.remove(&k.name)),
+        Kind::CalicoNetworkPolicy => drop(s.calico_network_policies.remove(&nn)),
+        Kind::GlobalNetworkPolicy => drop(s.global_network_policies.remove(&k.name)),
+    }
+    s.origins.remove(k);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(text: &str) -> Object {
+        crate::model::parse_str("t", text)
+            .expect("valid")
+            .objects
+            .remove(0)
+            .object
+    }
+
+    const POOL_A: &str = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 10.1.0.0/16}\n";
+    const POOL_B: &str = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: b}\nspec: {cidr: 10.1.128.0/17}\n";
+    const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {nodeName: n1}\n";
+
+    /// The fast path (no pools involved) and the checked path give the same state.
+    #[test]
+    fn fast_and_checked_paths_agree() {
+        let mut fast = ClusterState::default();
+        apply_changes(&mut fast, &[Change::Applied(obj(POD))], "x").unwrap();
+        let mut checked = ClusterState::default();
+        apply_changes(
+            &mut checked,
+            &[Change::Applied(obj(POD)), Change::Applied(obj(POOL_A))],
+            "x",
+        )
+        .unwrap();
+        apply_changes(&mut checked, &[Change::Deleted(obj(POOL_A).key())], "x").unwrap();
+        assert_eq!(fast.pods, checked.pods);
+        assert!(checked.ip_pools.is_empty());
+        apply_changes(&mut fast, &[Change::Deleted(obj(POD).key())], "x").unwrap();
+        assert!(fast.pods.is_empty() && fast.origins.is_empty());
+    }
+
+    /// A batch that would make pools overlap is refused whole: the pod in it is not applied.
+    #[test]
+    fn an_invalid_batch_changes_nothing() {
+        let mut s = ClusterState::default();
+        apply_changes(&mut s, &[Change::Applied(obj(POOL_A))], "x").unwrap();
+        let before = s.clone();
+        let e = apply_changes(
+            &mut s,
+            &[Change::Applied(obj(POD)), Change::Applied(obj(POOL_B))],
+            "x",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("overlaps"), "{e}");
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn reset_replaces_every_object_of_its_kind() {
+        let mut s = ClusterState::default();
+        apply_changes(&mut s, &[Change::Applied(obj(POD))], "x").unwrap();
+        let other = POD.replace("name: p", "name: q");
+        apply_changes(
+            &mut s,
+            &[Change::Reset {
+                kind: Kind::Pod,
+                objects: vec![obj(&other)],
+            }],
+            "x",
+        )
+        .unwrap();
+        let names: Vec<_> = s.pods.keys().map(|k| k.1.clone()).collect();
+        assert_eq!(names, ["q"]);
+    }
 }

@@ -584,14 +584,15 @@ impl Tables {
         ];
         const ADJ_HOST: u32 = 0;
         const ADJ_BLACKHOLE: u32 = 1;
-        let mut routes: Vec<Route> = Vec::new();
+        let mut routes: Vec<Route> =
+            Vec::with_capacity(spec.routes.len() + spec.endpoints.len() + 1);
         // Identical adjacencies are shared; the index keeps this linear in the number of peers
         // (thousands of nodes each get their own tunnel adjacency).
-        let mut adj_index: std::collections::HashMap<Adjacency, u32> = adjacencies
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (*a, i as u32))
-            .collect();
+        let mut adj_index: std::collections::HashMap<Adjacency, u32> =
+            std::collections::HashMap::with_capacity(
+                adjacencies.len() + spec.peers.len() + spec.endpoints.len(),
+            );
+        adj_index.extend(adjacencies.iter().enumerate().map(|(i, a)| (*a, i as u32)));
         let mut add_adj = |a: Adjacency| -> u32 {
             *adj_index.entry(a).or_insert_with(|| {
                 adjacencies.push(a);
@@ -666,7 +667,8 @@ impl Tables {
 
         // Peers.
         let mut peers: Vec<Peer> = Vec::new();
-        let mut peer_ids: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut peer_ids: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::with_capacity(spec.peers.len());
         let mut peer_addrs = BTreeSet::new();
         for p in &spec.peers {
             let a = u32::from(p.address);
@@ -776,7 +778,7 @@ impl Tables {
             .map(|r| r.prefix.addr >> 8)
             .collect();
         lpm.reserve_tbl8_groups(long.len());
-        let mut seen_routes = BTreeSet::new();
+        let mut seen_routes = std::collections::HashSet::with_capacity(routes.len());
         for r in &routes {
             if !seen_routes.insert(r.prefix) {
                 return Err(TablesError::DuplicateRoute { prefix: r.prefix });
