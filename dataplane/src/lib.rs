@@ -13,6 +13,7 @@
 //!   program that decides what reaches them, [`worker`]: the poll loop joining I/O and pipeline.
 #![deny(unsafe_code)]
 
+pub mod conntrack;
 pub mod fixtures;
 pub mod icmp;
 pub mod lpm;
