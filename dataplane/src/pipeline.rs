@@ -16,7 +16,7 @@
 
 use crate::icmp::{self, IcmpRateLimiter, IdentGenerator};
 use crate::stats::{DropReason, IcmpSent, Stats};
-use crate::tables::{AdjKind, Adjacency, PortId, Tables, NO_ROUTE};
+use crate::tables::{AdjKind, Adjacency, PortId, PortKind, Tables, NO_ROUTE};
 use crate::wire::ethernet::{self, EtherType, EthernetFrame};
 use crate::wire::icmp::{kind, IcmpErrorRepr};
 use crate::wire::ipv4::{protocol, Ipv4Packet, Ipv4Repr};
@@ -136,7 +136,7 @@ impl Pipeline {
         if usize::from(p.in_port) >= tables.ports.len() {
             return Err(Drop(DropReason::UnknownPort));
         }
-        let (dst, total, proto) = {
+        let (src, dst, total, proto) = {
             let eth = EthernetFrame::new_checked(p.frame.data())
                 .map_err(|_| Drop(DropReason::Malformed))?;
             match eth.ethertype() {
@@ -149,8 +149,14 @@ impl Pipeline {
             if !ip.verify_checksum() {
                 return Err(Drop(DropReason::BadIpChecksum));
             }
-            (ip.dst(), ip.total_len(), ip.protocol())
+            (ip.src(), ip.dst(), ip.total_len(), ip.protocol())
         };
+        // Anti-spoofing: a pod may only send from its own address.
+        if tables.ports[usize::from(p.in_port)].kind == PortKind::Pod
+            && !tables.source_is_behind_port(src, p.in_port)
+        {
+            return Err(Drop(DropReason::SpoofedSource));
+        }
         // Ethernet pads short frames to 60 bytes: keep only what the IP header declares, so the
         // padding is never encapsulated or quoted.
         p.frame.truncate(ETH + total);
@@ -179,6 +185,9 @@ impl Pipeline {
                 return Err(Drop(DropReason::UnknownTunnelPeer));
             }
             let inner = checked_inner(outer.payload())?;
+            if !tables.source_is_behind_peer(inner.src(), outer.src()) {
+                return Err(Drop(DropReason::SpoofedTunnelSource));
+            }
             (outer.header_len(), inner.total_len(), inner.dst())
         };
         frame
@@ -221,6 +230,9 @@ impl Pipeline {
                 return Err(Drop(DropReason::MalformedInner));
             }
             let inner = checked_inner(eth.payload())?;
+            if !tables.source_is_behind_peer(inner.src(), outer.src()) {
+                return Err(Drop(DropReason::SpoofedTunnelSource));
+            }
             (
                 ETH + outer.header_len() + 8 + vxlan::HEADER_LEN,
                 inner.total_len(),

@@ -42,10 +42,14 @@ pub enum DropReason {
     NoHeadroom,
     /// Denied by network policy (the policy stage hooks in here).
     PolicyDenied,
+    /// From a pod, with a source address that is not that pod's (strict reverse-path check).
+    SpoofedSource,
+    /// Decapsulated, with an inner source outside the sending node's blocks.
+    SpoofedTunnelSource,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 18;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::BadIpChecksum,
@@ -63,6 +67,8 @@ impl DropReason {
         DropReason::NeighborUnresolved,
         DropReason::NoHeadroom,
         DropReason::PolicyDenied,
+        DropReason::SpoofedSource,
+        DropReason::SpoofedTunnelSource,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +89,8 @@ impl DropReason {
             DropReason::NeighborUnresolved => "neighbor_unresolved",
             DropReason::NoHeadroom => "no_headroom",
             DropReason::PolicyDenied => "policy_denied",
+            DropReason::SpoofedSource => "spoofed_source",
+            DropReason::SpoofedTunnelSource => "spoofed_tunnel_source",
         }
     }
 }

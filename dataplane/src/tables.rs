@@ -356,6 +356,9 @@ pub struct Adjacency {
     /// VXLAN inner Ethernet source (our VTEP) and destination (theirs).
     pub inner_src_mac: MacAddr,
     pub inner_dst_mac: MacAddr,
+    /// The node a route to a peer leads to (0 for other routes): what the reverse-path check of
+    /// decapsulated packets compares with the outer source.
+    pub peer: u32,
 }
 
 impl Adjacency {
@@ -369,6 +372,7 @@ impl Adjacency {
             tunnel_dst: 0,
             inner_src_mac: MacAddr::ZERO,
             inner_dst_mac: MacAddr::ZERO,
+            peer: 0,
         }
     }
 }
@@ -746,6 +750,7 @@ impl Tables {
                                     tunnel_dst: peer.address,
                                     inner_src_mac: if vx { vtep } else { MacAddr::ZERO },
                                     inner_dst_mac: inner_dst,
+                                    peer: peer.address,
                                 }
                             }
                         },
@@ -754,6 +759,10 @@ impl Tables {
                         Encap::None => "direct",
                         Encap::Ipip => "ipip",
                         Encap::Vxlan => "vxlan",
+                    };
+                    let adj = Adjacency {
+                        peer: peer.address,
+                        ..adj
                     };
                     (add_adj(adj), format!("peer {name} {how}"))
                 }
@@ -831,6 +840,25 @@ impl Tables {
     #[inline]
     pub fn is_peer(&self, addr: u32) -> bool {
         self.peer_addrs.contains(addr)
+    }
+
+    /// Strict reverse-path check of a pod's packet: the route back to `src` must deliver on
+    /// the port the packet came in on (the pod's own /32). Anything else is a spoofed source.
+    #[inline]
+    pub fn source_is_behind_port(&self, src: u32, port: PortId) -> bool {
+        self.lpm.lookup(src).is_some_and(|a| {
+            let a = &self.adjacencies[a as usize];
+            a.kind == AdjKind::Forward && a.port == port && a.peer == 0
+        })
+    }
+
+    /// Reverse-path check of a decapsulated packet: its inner source must route back to the
+    /// node that sent the tunnel packet (that node's blocks, or an address borrowed by it).
+    #[inline]
+    pub fn source_is_behind_peer(&self, src: u32, peer: u32) -> bool {
+        self.lpm
+            .lookup(src)
+            .is_some_and(|a| self.adjacencies[a as usize].peer == peer)
     }
 
     pub fn port_id(&self, name: &str) -> Option<PortId> {

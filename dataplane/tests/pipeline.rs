@@ -307,6 +307,43 @@ fn tunnels_from_unknown_nodes_are_dropped() {
     }
 }
 
+/// Anti-spoofing: a pod sends only from its own address; a node's tunnel carries only sources
+/// from that node's blocks.
+#[test]
+fn spoofed_pod_and_tunnel_sources_are_dropped_and_counted() {
+    let t = tables("k8s-w1", ipip().0, ipip().1);
+    let to = pod("k8s-w2", 1);
+    for (src, want) in [
+        (pod("k8s-w1", 1), None),
+        (pod("k8s-w1", 2), Some(DropReason::SpoofedSource)), // the neighbour pod's address
+        (pod("k8s-w2", 2), Some(DropReason::SpoofedSource)), // a remote pod's address
+        (Ipv4Addr::new(8, 8, 8, 8), Some(DropReason::SpoofedSource)),
+        (Ipv4Addr::new(192, 168, 10, 101), Some(DropReason::SpoofedSource)), // the node's own
+    ] {
+        let (o, p) = run1(&t, &udp_from(src, to, 64, b"x"), "caliw1p1");
+        match want {
+            None => assert_eq!(o.verdict, Verdict::Tx(0), "{src}"),
+            Some(r) => {
+                assert_eq!(o.verdict, Verdict::Drop(r), "{src}");
+                assert_eq!(p.stats().dropped(r), 1);
+            }
+        }
+    }
+    // A packet from k8s-w1's pod, tunnelled by k8s-w0 (a known node): the inner source lies
+    // in k8s-w1's block, not k8s-w0's.
+    for modes in [ipip(), vxlan()] {
+        let rx = tables("k8s-w2", modes.0, modes.1);
+        let honest = encapsulated("k8s-w1", "k8s-w2", modes);
+        assert!(matches!(run1(&rx, &honest, "eth0").0.verdict, Verdict::Tx(_)));
+        let mut f = honest.clone();
+        set_outer_src(&mut f, node("k8s-w0").unwrap().address);
+        let (o, p) = run1(&rx, &f, "eth0");
+        assert_eq!(o.verdict, Verdict::Drop(DropReason::SpoofedTunnelSource), "{modes:?}");
+        assert_eq!(p.stats().dropped(DropReason::SpoofedTunnelSource), 1);
+        assert_eq!(p.stats().total_drops(), 1);
+    }
+}
+
 #[test]
 fn vxlan_with_the_wrong_vni_is_dropped() {
     let rx = tables("k8s-w2", vxlan().0, vxlan().1);
@@ -592,14 +629,15 @@ fn malformed_frames_are_counted_by_reason() {
 fn a_batch_mixes_verdicts_and_counters_add_up() {
     let t = tables("k8s-w1", ipip().0, ipip().1);
     let ok = udp_from(pod("k8s-w1", 1), pod("k8s-w2", 1), 64, b"ok");
-    let expiring = udp_from(pod("k8s-w1", 1), pod("k8s-w2", 1), 1, b"ttl");
+    let expiring2 = udp_from(pod("k8s-w1", 2), pod("k8s-w2", 1), 1, b"ttl");
+    let ok2 = udp_from(pod("k8s-w1", 2), pod("k8s-w2", 1), 64, b"ok");
     let mut frames: Vec<(&[u8], &str)> = Vec::new();
     for i in 0..200 {
         frames.push(match i % 4 {
             0 => (&ok[..], "caliw1p1"),
             1 => (&ok[..10], "caliw1p1"),
-            2 => (&expiring[..], "caliw1p2"),
-            _ => (&ok[..], "caliw1p2"),
+            2 => (&expiring2[..], "caliw1p2"),
+            _ => (&ok2[..], "caliw1p2"),
         });
     }
     let mut p = Pipeline::new(3);
