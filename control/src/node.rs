@@ -475,13 +475,22 @@ impl Running {
         for (k, pq) in port_queues.iter().enumerate() {
             let mut cfg = opts.worker.clone();
             cfg.core = opts.cores.get(k).copied().or(cfg.core);
-            let w = Worker::new(
-                pq,
-                reader.clone(),
-                cfg,
-                u64::from(std::process::id()) << 16 | instance << 8 | k as u64,
-            )
-            .with_context(|| format!("cannot open the AF_XDP sockets of worker {k}"))?;
+            // After a restart the kernel may still be releasing the old sockets' queues
+            // (it frees a closed socket's UMEM binding asynchronously): retry for a while.
+            let seed = u64::from(std::process::id()) << 16 | instance << 8 | k as u64;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let w = loop {
+                match Worker::new(pq, reader.clone(), cfg.clone(), seed) {
+                    Err(e) if e.is_busy() && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    r => {
+                        break r.with_context(|| {
+                            format!("cannot open the AF_XDP sockets of worker {k}")
+                        })?
+                    }
+                }
+            };
             workers.push(w);
         }
         let mut steering = Vec::with_capacity(ports.len());

@@ -328,15 +328,30 @@ fn external_pool_walkthrough() {
         );
     }
 
-    // nginx: an HTTP server in every pod.
+    // nginx: an HTTP server in every pod, listening before anyone asks.
+    let httpd = concat!(env!("CARGO_MANIFEST_DIR"), "/../testbeds/tools/httpd.py");
     for (_, _, netns, ip) in &placed {
-        let c = Command::new("ip")
-            .args(["netns", "exec", netns, "python3", "-m", "http.server", "80"])
-            .args(["--bind", &ip.to_string()])
-            .stdout(Stdio::null())
+        let mut c = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                netns,
+                "python3",
+                httpd,
+                &ip.to_string(),
+                "80",
+            ])
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("http server");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(c.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("httpd output");
+        assert!(line.starts_with("listening"), "httpd: {line}");
         guard.children.push(c);
     }
     // Every pod fetches from every other (across nodes), once the daemons have picked the new

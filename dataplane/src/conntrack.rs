@@ -348,7 +348,9 @@ impl ConnTrack {
 
     /// The state of a slot's flow (`Free` when out of range).
     pub fn state(&self, slot: u32) -> State {
-        self.slots.get(slot as usize).map_or(State::Free, |e| e.state)
+        self.slots
+            .get(slot as usize)
+            .map_or(State::Free, |e| e.state)
     }
 
     /// Whether an ICMP error quoting `inner` (the offending packet's header, as sent: from the
@@ -422,12 +424,24 @@ mod tests {
         };
         assert!(reply);
         assert_eq!(s2, slot);
-        assert_eq!(ct.update(slot, true, TCP_SYN | TCP_ACK, S), State::TcpSynRecv);
+        assert_eq!(
+            ct.update(slot, true, TCP_SYN | TCP_ACK, S),
+            State::TcpSynRecv
+        );
         assert_eq!(ct.update(slot, false, TCP_ACK, S), State::TcpEstablished);
         // Established lives 2 hours, not 2 minutes.
-        assert!(matches!(ct.lookup(&c, 3600 * S), Lookup::Hit { reply: false, .. }));
-        assert_eq!(ct.update(slot, false, TCP_FIN | TCP_ACK, 3600 * S), State::TcpFinWait);
-        assert_eq!(ct.update(slot, true, TCP_FIN | TCP_ACK, 3600 * S), State::TcpTimeWait);
+        assert!(matches!(
+            ct.lookup(&c, 3600 * S),
+            Lookup::Hit { reply: false, .. }
+        ));
+        assert_eq!(
+            ct.update(slot, false, TCP_FIN | TCP_ACK, 3600 * S),
+            State::TcpFinWait
+        );
+        assert_eq!(
+            ct.update(slot, true, TCP_FIN | TCP_ACK, 3600 * S),
+            State::TcpTimeWait
+        );
         // Time-wait expires after 120 s.
         assert_eq!(ct.lookup(&c, 3600 * S + 121 * S), Lookup::Miss);
     }
@@ -470,7 +484,10 @@ mod tests {
         let s2 = ct.insert(&f, 0, 0, 40 * S).unwrap();
         let _ = s;
         assert_eq!(ct.update(s2, true, 0, 41 * S), State::Replied);
-        assert!(matches!(ct.lookup(&f.reversed(), 41 * S + 100 * S), Lookup::Hit { reply: true, .. }));
+        assert!(matches!(
+            ct.lookup(&f.reversed(), 41 * S + 100 * S),
+            Lookup::Hit { reply: true, .. }
+        ));
     }
 
     #[test]
@@ -497,7 +514,12 @@ mod tests {
         }
         assert_eq!(established.len(), 64);
         for i in 0..100_000u32 {
-            let spoofed = tcp(mix(u64::from(i)) as u32, (i % 60000) as u16, 0x0a01_0001, 443);
+            let spoofed = tcp(
+                mix(u64::from(i)) as u32,
+                (i % 60000) as u16,
+                0x0a01_0001,
+                443,
+            );
             let _ = ct.insert(&spoofed, TCP_SYN, 0, S);
         }
         for c in &established {
@@ -521,7 +543,10 @@ mod tests {
             let s = ct.insert(&f, 0, 0, 0).unwrap();
             ct.update(s, true, 0, 0);
         }
-        assert_eq!(ct.insert(&udp(99, 1, 100, 2), 0, 0, S), Err(InsertError::Full));
+        assert_eq!(
+            ct.insert(&udp(99, 1, 100, 2), 0, 0, S),
+            Err(InsertError::Full)
+        );
         assert_eq!(ct.stats().full, 1);
         // Once they expire, there is room again.
         assert!(ct.insert(&udp(99, 1, 100, 2), 0, 0, 500 * S).is_ok());
@@ -558,5 +583,117 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+/// The verdicts of first fragments, so that the later fragments of a packet (which carry no
+/// ports) follow them: a port rule cannot be bypassed by fragmenting. Keyed by source,
+/// destination, protocol and IP identification; bounded (a new entry overwrites its slot's
+/// oldest) and short-lived (Linux keeps fragments for 30 s, `ipfrag_time`).
+pub struct FragTable {
+    slots: Box<[FragEntry]>,
+    mask: usize,
+    seed: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct FragEntry {
+    key: (u32, u32, u16, u8),
+    allowed: bool,
+    expires_ns: u64,
+    used: bool,
+}
+
+/// What a non-first fragment does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FragVerdict {
+    Allowed,
+    Denied,
+    /// Its first fragment was never seen (or expired): drop it.
+    Unknown,
+}
+
+/// How long a first fragment's verdict is kept.
+pub const FRAG_TIMEOUT_NS: u64 = 30 * NS_PER_S;
+
+impl FragTable {
+    pub fn new(capacity: usize, seed: u64) -> FragTable {
+        let n = capacity.max(4).next_power_of_two();
+        FragTable {
+            slots: vec![FragEntry::default(); n].into_boxed_slice(),
+            mask: n - 1,
+            seed,
+        }
+    }
+
+    fn slot(&self, key: (u32, u32, u16, u8)) -> usize {
+        let a = (u64::from(key.0) << 32) | u64::from(key.1);
+        let b = (u64::from(key.2) << 8) | u64::from(key.3);
+        (mix(a ^ self.seed) ^ mix(b ^ self.seed.rotate_left(29))) as usize & self.mask
+    }
+
+    /// Records the verdict of a first fragment (offset 0, more-fragments set).
+    pub fn record(
+        &mut self,
+        src: u32,
+        dst: u32,
+        ident: u16,
+        proto: u8,
+        allowed: bool,
+        now_ns: u64,
+    ) {
+        let key = (src, dst, ident, proto);
+        let s = self.slot(key);
+        self.slots[s] = FragEntry {
+            key,
+            allowed,
+            expires_ns: now_ns + FRAG_TIMEOUT_NS,
+            used: true,
+        };
+    }
+
+    /// The verdict for a later fragment.
+    pub fn verdict(&self, src: u32, dst: u32, ident: u16, proto: u8, now_ns: u64) -> FragVerdict {
+        let key = (src, dst, ident, proto);
+        let e = &self.slots[self.slot(key)];
+        if !e.used || e.key != key || e.expires_ns <= now_ns {
+            return FragVerdict::Unknown;
+        }
+        if e.allowed {
+            FragVerdict::Allowed
+        } else {
+            FragVerdict::Denied
+        }
+    }
+}
+
+#[cfg(test)]
+mod frag_tests {
+    use super::*;
+
+    #[test]
+    fn later_fragments_follow_the_first_and_unknown_ones_are_flagged() {
+        let mut f = FragTable::new(64, 11);
+        f.record(1, 2, 7, PROTO_UDP, false, 0);
+        f.record(1, 2, 8, PROTO_UDP, true, 0);
+        assert_eq!(f.verdict(1, 2, 7, PROTO_UDP, NS_PER_S), FragVerdict::Denied);
+        assert_eq!(
+            f.verdict(1, 2, 8, PROTO_UDP, NS_PER_S),
+            FragVerdict::Allowed
+        );
+        // Another protocol, another id, or a fragment arriving with no first: unknown.
+        assert_eq!(
+            f.verdict(1, 2, 8, PROTO_TCP, NS_PER_S),
+            FragVerdict::Unknown
+        );
+        assert_eq!(
+            f.verdict(1, 2, 9, PROTO_UDP, NS_PER_S),
+            FragVerdict::Unknown
+        );
+        // Expired after 30 s.
+        assert_eq!(
+            f.verdict(1, 2, 8, PROTO_UDP, 31 * NS_PER_S),
+            FragVerdict::Unknown
+        );
     }
 }

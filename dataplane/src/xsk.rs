@@ -47,6 +47,14 @@ pub enum XskError {
     },
 }
 
+impl XskError {
+    /// The queue is still held by a socket being torn down (the kernel frees a closed
+    /// socket's UMEM binding asynchronously): binding again shortly after will succeed.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, XskError::Socket { source, .. } if source.raw_os_error() == Some(libc::EBUSY))
+    }
+}
+
 fn os_err(step: &'static str, iface: &str) -> XskError {
     let source = io::Error::last_os_error();
     let hint = match source.raw_os_error() {

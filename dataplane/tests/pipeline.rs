@@ -318,7 +318,10 @@ fn spoofed_pod_and_tunnel_sources_are_dropped_and_counted() {
         (pod("k8s-w1", 2), Some(DropReason::SpoofedSource)), // the neighbour pod's address
         (pod("k8s-w2", 2), Some(DropReason::SpoofedSource)), // a remote pod's address
         (Ipv4Addr::new(8, 8, 8, 8), Some(DropReason::SpoofedSource)),
-        (Ipv4Addr::new(192, 168, 10, 101), Some(DropReason::SpoofedSource)), // the node's own
+        (
+            Ipv4Addr::new(192, 168, 10, 101),
+            Some(DropReason::SpoofedSource),
+        ), // the node's own
     ] {
         let (o, p) = run1(&t, &udp_from(src, to, 64, b"x"), "caliw1p1");
         match want {
@@ -334,11 +337,18 @@ fn spoofed_pod_and_tunnel_sources_are_dropped_and_counted() {
     for modes in [ipip(), vxlan()] {
         let rx = tables("k8s-w2", modes.0, modes.1);
         let honest = encapsulated("k8s-w1", "k8s-w2", modes);
-        assert!(matches!(run1(&rx, &honest, "eth0").0.verdict, Verdict::Tx(_)));
+        assert!(matches!(
+            run1(&rx, &honest, "eth0").0.verdict,
+            Verdict::Tx(_)
+        ));
         let mut f = honest.clone();
         set_outer_src(&mut f, node("k8s-w0").unwrap().address);
         let (o, p) = run1(&rx, &f, "eth0");
-        assert_eq!(o.verdict, Verdict::Drop(DropReason::SpoofedTunnelSource), "{modes:?}");
+        assert_eq!(
+            o.verdict,
+            Verdict::Drop(DropReason::SpoofedTunnelSource),
+            "{modes:?}"
+        );
         assert_eq!(p.stats().dropped(DropReason::SpoofedTunnelSource), 1);
         assert_eq!(p.stats().total_drops(), 1);
     }
