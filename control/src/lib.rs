@@ -9,6 +9,7 @@ pub mod manifest_dir;
 pub mod metrics;
 pub mod model;
 pub mod node;
+pub mod policy;
 pub mod replay;
 pub mod selector;
 pub mod show;

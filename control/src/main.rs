@@ -99,6 +99,11 @@ enum Command {
         #[command(subcommand)]
         command: TablesCommand,
     },
+    /// Network policy, evaluated offline from manifests (see docs/policy.md).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -281,6 +286,7 @@ fn run(cli: Cli) -> Result<()> {
             command: TablesCommand::Check { file },
         } => tables_check(file),
         Command::Get { what } => get(what),
+        Command::Policy { command } => policy(command),
         Command::Apply { file, dir } => {
             let (origin, text) = read_input(&file)?;
             let md = control::manifest_dir::ManifestDir::open(&dir.manifests)?;
@@ -603,4 +609,123 @@ fn node_status(addr: std::net::SocketAddr) -> Result<()> {
     println!("Ferry process is running.\n");
     print!("{}", control::show::node_status(&text));
     Ok(())
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Is one connection allowed? Prints `allow` or `deny` and what decided (exit 0 either way).
+    Check {
+        /// Manifests (a file or a directory).
+        #[arg(long, value_name = "DIR")]
+        manifests: PathBuf,
+        /// The client: NAMESPACE/POD (or an address).
+        #[arg(long, value_name = "NS/POD")]
+        from: String,
+        /// The server: NAMESPACE/POD or an address.
+        #[arg(long, value_name = "NS/POD|IP")]
+        to: String,
+        /// The destination port and protocol.
+        #[arg(long, value_name = "PORT/PROTO", default_value = "80/TCP")]
+        port: String,
+    },
+    /// The reachability truth table between all pods (`.` allowed, `X` denied).
+    Matrix {
+        /// Manifests (a file or a directory).
+        #[arg(long, value_name = "DIR")]
+        manifests: PathBuf,
+        /// Ports to probe.
+        #[arg(
+            long,
+            value_name = "LIST",
+            default_value = "80/TCP,81/TCP,80/UDP,81/UDP"
+        )]
+        ports: String,
+        /// `json` for a list of {from, to, port, protocol, allowed}.
+        #[arg(short = 'o', long = "output", value_name = "FORMAT")]
+        output: Option<String>,
+    },
+}
+
+/// `ferry policy check|matrix`.
+fn policy(command: PolicyCommand) -> Result<()> {
+    use control::policy::{self as p, PortProto};
+    let compile = |dir: &std::path::Path| -> Result<p::Compiled> {
+        let loaded = load_manifests(dir)?;
+        let c = p::compile(&loaded.state).context("the policies do not compile")?;
+        for s in &c.skipped {
+            eprintln!("ferry: skipped pod {s}");
+        }
+        Ok(c)
+    };
+    match command {
+        PolicyCommand::Check {
+            manifests,
+            from,
+            to,
+            port,
+        } => {
+            let pp: PortProto = port.parse().map_err(anyhow::Error::msg)?;
+            let c = compile(&manifests)?;
+            let addr = |what: &str, s: &str| -> Result<std::net::Ipv4Addr> {
+                if let Ok(a) = s.parse() {
+                    return Ok(a);
+                }
+                if !s.contains('/') {
+                    anyhow::bail!("--{what} {s:?}: give NAMESPACE/POD or an IPv4 address");
+                }
+                match c.pod(s) {
+                    Some(e) => Ok(e.addr),
+                    None => anyhow::bail!("--{what} {s}: no such pod with an address"),
+                }
+            };
+            let (src, dst) = (addr("from", &from)?, addr("to", &to)?);
+            let name = |a: std::net::Ipv4Addr| {
+                c.tables
+                    .endpoint(a)
+                    .map_or(a.to_string(), |e| e.name.clone())
+            };
+            if src == dst {
+                println!("allow");
+                println!("  loopback: traffic to the pod's own address stays in the pod");
+                return Ok(());
+            }
+            let v = c.tables.evaluate(src, dst, pp.proto_number(), pp.port);
+            println!("{}", if v.allowed { "allow" } else { "deny" });
+            println!("  {}", p::describe(&c.tables, &v));
+            println!(
+                "  egress  {}: {}",
+                name(src),
+                p::describe_direction(&c.tables, &v.egress, dataplane::policy::Direction::Egress)
+            );
+            println!(
+                "  ingress {}: {}",
+                name(dst),
+                p::describe_direction(&c.tables, &v.ingress, dataplane::policy::Direction::Ingress)
+            );
+            Ok(())
+        }
+        PolicyCommand::Matrix {
+            manifests,
+            ports,
+            output,
+        } => {
+            let ports = p::parse_ports(&ports).map_err(anyhow::Error::msg)?;
+            if ports.is_empty() {
+                anyhow::bail!("--ports: give at least one PORT/PROTO");
+            }
+            let json = match output.as_deref() {
+                None | Some("table") => false,
+                Some("json") => true,
+                Some(o) => anyhow::bail!("-o {o}: use json or table"),
+            };
+            let c = compile(&manifests)?;
+            let probes = p::matrix(&c, &ports);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&probes)?);
+            } else {
+                print!("{}", p::matrix_table(&c, &ports, &probes));
+            }
+            Ok(())
+        }
+    }
 }

@@ -7,6 +7,8 @@
 //! - [`lpm`]: IPv4 longest-prefix match (DIR-24-8 with tbl8 groups).
 //! - [`tables`]: the immutable forwarding snapshot a worker reads once per batch.
 //! - [`pipeline`]: the batch of stages: parse, decap, route, TTL, MTU, encap, rewrite, verdict.
+//! - [`policy`]: compiled network policy (address sets, per-endpoint rule sets) and its
+//!   per-packet evaluation.
 //! - [`icmp`]: router-originated ICMP errors and their Linux-style rate limit.
 //! - [`stats`]: per-worker counters, drop reasons.
 //! - [`xsk`]: AF_XDP sockets on a shared UMEM (the only `unsafe` code), [`steer`]: the XDP
@@ -18,6 +20,7 @@ pub mod fixtures;
 pub mod icmp;
 pub mod lpm;
 pub mod pipeline;
+pub mod policy;
 pub mod stats;
 pub mod steer;
 pub mod tables;
