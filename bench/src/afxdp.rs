@@ -381,6 +381,9 @@ struct SinkState {
     /// Frames without a stamp (other traffic).
     foreign: u64,
     stamped_bytes: u64,
+    /// CLOCK_MONOTONIC of the first and last stamped frame since the reset.
+    first_ns: u64,
+    last_ns: u64,
     cpu_ns: u64,
     cpu_base: u64,
     kernel: KernelDrops,
@@ -401,6 +404,8 @@ impl SinkState {
             bytes: 0,
             foreign: 0,
             stamped_bytes: 0,
+            first_ns: 0,
+            last_ns: 0,
             cpu_ns: 0,
             cpu_base: 0,
             kernel: KernelDrops::default(),
@@ -416,6 +421,8 @@ impl SinkState {
         self.bytes = 0;
         self.foreign = 0;
         self.stamped_bytes = 0;
+        self.first_ns = 0;
+        self.last_ns = 0;
         self.cpu_base = self.cpu_ns;
         self.kernel_base = self.kernel;
         self.since_ns = clock::monotonic_ns();
@@ -454,13 +461,17 @@ impl Latency {
 /// What the sink saw since it started or was last reset.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SinkReport {
+    /// Since the start or the last reset.
     pub secs: f64,
+    /// From the first to the last stamped frame.
+    pub active_secs: f64,
     /// Frames received (stamped or not).
     pub frames: u64,
     pub bytes: u64,
     pub foreign: u64,
     /// Bytes of stamped frames (FCS included), to compare with the generator's.
     pub stamped_bytes: u64,
+    /// Stamped frames per second over the active span.
     pub rx_pps: f64,
     #[serde(flatten)]
     pub totals: Totals,
@@ -559,6 +570,7 @@ impl Sink {
         let mut hist = new_hist();
         let (mut frames, mut bytes, mut foreign, mut cpu_ns) = (0, 0, 0, 0);
         let mut stamped_bytes = 0;
+        let (mut first, mut last) = (u64::MAX, 0);
         let mut kernel = KernelDrops::default();
         let mut since = u64::MAX;
         for s in &self.states {
@@ -569,6 +581,10 @@ impl Sink {
             bytes += s.bytes;
             foreign += s.foreign;
             stamped_bytes += s.stamped_bytes;
+            if s.first_ns != 0 {
+                first = first.min(s.first_ns);
+                last = last.max(s.last_ns);
+            }
             cpu_ns += s.cpu_ns - s.cpu_base;
             let k = s.kernel.since(s.kernel_base);
             kernel.rx_dropped += k.rx_dropped;
@@ -579,8 +595,10 @@ impl Sink {
         let secs = clock::monotonic_ns().saturating_sub(since) as f64 / 1e9;
         let totals = acct.totals();
         let cpu_s = cpu_ns as f64 / 1e9;
+        let active_secs = last.saturating_sub(first) as f64 / 1e9;
         SinkReport {
             secs,
+            active_secs,
             frames,
             bytes,
             foreign,
@@ -690,6 +708,10 @@ fn sink_thread(
                 Some(st) => {
                     s.acct.record(st.flow, st.seq);
                     s.stamped_bytes += (len + FCS) as u64;
+                    if s.first_ns == 0 {
+                        s.first_ns = now;
+                    }
+                    s.last_ns = now;
                     s.hist.saturating_record(st.latency_ns(now).max(1));
                 }
                 None => s.foreign += 1,

@@ -69,10 +69,11 @@ impl Pacer {
             .map_or(batch, |r| (r / 20_000).clamp(1, batch.max(1)))
     }
 
-    /// Burst cap for a sender granting `batch` frames per call: a batch, or 2 ms of traffic if
-    /// more, so that oversleeping (timer slack is 50 µs) is made up instead of lost.
+    /// Burst cap for a sender granting `batch` frames per call: a batch, or 10 ms of traffic
+    /// if more, so that oversleeping or preemption on a shared core is made up (in batches, at
+    /// the sender's full speed) instead of lost from the offered count.
     pub fn burst_for(rate: Option<u64>, batch: u64) -> u64 {
-        rate.map_or(batch, |r| (r / 500).max(batch))
+        rate.map_or(batch, |r| (r / 100).max(batch))
     }
 }
 
@@ -136,8 +137,9 @@ mod tests {
         assert_eq!(Pacer::new(Some(10_000), 32, 0).wake_batch(32), 1);
         assert_eq!(Pacer::new(Some(100_000), 32, 0).wake_batch(32), 5);
         assert_eq!(Pacer::new(Some(5_000_000), 32, 0).wake_batch(32), 32);
-        assert_eq!(Pacer::burst_for(Some(10_000), 32), 32);
-        assert_eq!(Pacer::burst_for(Some(1_000_000), 32), 2_000);
+        assert_eq!(Pacer::burst_for(Some(1_000), 32), 32);
+        assert_eq!(Pacer::burst_for(Some(10_000), 32), 100);
+        assert_eq!(Pacer::burst_for(Some(1_000_000), 32), 10_000);
         assert_eq!(Pacer::burst_for(None, 32), 32);
         assert_eq!(split_rate(10, 3), vec![4, 3, 3]);
         assert_eq!(split_rate(10, 3).iter().sum::<u64>(), 10);

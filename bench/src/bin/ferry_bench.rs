@@ -272,11 +272,11 @@ fn lat_line(l: &Latency) -> String {
 
 fn print_sink(r: &SinkReport) {
     println!(
-        "sink: {} frames ({} foreign) in {:.2} s = {:.0} pps; flows {} lost {} reordered {} \
+        "sink: {} frames ({} foreign), stamped ones over {:.2} s = {:.0} pps; flows {} lost {} reordered {} \
          duplicates {} late {}; {}; kernel rx_ring_full {} fill_empty {}; cpu {:.2} s = {} s/Mpkt",
         r.frames,
         r.foreign,
-        r.secs,
+        r.active_secs,
         r.rx_pps,
         r.totals.flows,
         r.totals.lost,
