@@ -1,0 +1,53 @@
+//! The clocks the generator and the sink share.
+//!
+//! Timestamps in payloads are `CLOCK_MONOTONIC` nanoseconds: the clock is system-wide (one
+//! clock for every process and network namespace of the machine), never jumps with NTP or
+//! `date`, and is what the kernel stamps with. `std::time::Instant` reads the same clock on
+//! Linux but cannot be turned into a number another process understands, so we call
+//! `clock_gettime` directly (through the vDSO: about 20 ns). `SystemTime` would work across
+//! machines but may step backwards. Gen and sink must therefore run on the same machine (they
+//! may be in different namespaces or processes).
+
+/// `CLOCK_MONOTONIC` in nanoseconds.
+#[inline]
+pub fn monotonic_ns() -> u64 {
+    read(libc::CLOCK_MONOTONIC)
+}
+
+/// CPU time consumed by the calling thread (user + system), in nanoseconds. On veth the
+/// receiving side's work runs on the sender's CPU inside its `sendto`, so a generator's thread
+/// time includes the peer's NAPI and XDP work.
+pub fn thread_cpu_ns() -> u64 {
+    read(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+fn read(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; both clock ids exist on every Linux kernel
+    // Ferry supports, so the call cannot fail (a failure would leave ts at zero, not UB).
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotonic_advances_and_cpu_time_counts() {
+        let a = monotonic_ns();
+        let c0 = thread_cpu_ns();
+        let mut x = 0u64;
+        for i in 0..200_000u64 {
+            x = x.wrapping_add(std::hint::black_box(i));
+        }
+        std::hint::black_box(x);
+        assert!(monotonic_ns() > a);
+        assert!(thread_cpu_ns() > c0);
+    }
+}
