@@ -33,7 +33,7 @@ cleanup() {
             "$LABTOOL" exec "$n" -- "$(realpath "$FERRY")" node status 2>/dev/null | grep -E "drops|packets" || true
         done
     fi
-    if [ "$status" != 0 ] && [ -n "${FERRY_DEMO_KEEP:-}" ]; then
+    if { [ "$status" != 0 ] && [ -n "${FERRY_DEMO_KEEP:-}" ]; } || [ "${FERRY_DEMO_KEEP:-}" = always ]; then
         echo "FERRY_DEMO_KEEP: lab $ID and $WORK left up; ferry-lab down --lab $ID to remove"
         trap - EXIT
         exit "$status"

@@ -524,7 +524,9 @@ impl NodeCompiler {
                 let mut next = NodeCompiler::new(state, &self.name, inputs)?;
                 next.use_ipam = self.use_ipam;
                 for (b, o) in ipam_owners {
-                    next.blocks.entry(b).or_default().ipam_owner = Some(o);
+                    let bs = next.blocks.entry(b).or_default();
+                    bs.ipam_owner = Some(o);
+                    bs.refresh();
                 }
                 *self = next;
                 Ok(true)

@@ -398,12 +398,15 @@ fn tables_from_manifests(
     }
     let spec = control::compile::compile_node(&loaded.state, node, gateway)
         .with_context(|| format!("cannot build the tables of {node} from {}", dir.display()))?;
-    dataplane::tables::Tables::compile(&spec, 1).with_context(|| {
+    let tables = dataplane::tables::Tables::compile(&spec, 1).with_context(|| {
         format!(
             "the tables built for {node} from {} do not compile",
             dir.display()
         )
-    })
+    })?;
+    let policy = control::policy::compile(&loaded.state)
+        .with_context(|| format!("the network policies in {} do not compile", dir.display()))?;
+    Ok(tables.with_policy(std::sync::Arc::new(policy.tables)))
 }
 
 fn replay(

@@ -23,6 +23,8 @@ pub struct MetricsState {
     apply_count: AtomicU64,
     apply_sum_ns: AtomicU64,
     apply_last_ns: AtomicU64,
+    /// The policy names of a tables generation, for the per-rule counters.
+    policy_names: Mutex<(u64, Vec<String>)>,
 }
 
 /// Upper bounds (seconds) of the apply → dataplane latency histogram.
@@ -45,6 +47,14 @@ impl MetricsState {
             apply_count: AtomicU64::new(0),
             apply_sum_ns: AtomicU64::new(0),
             apply_last_ns: AtomicU64::new(0),
+            policy_names: Mutex::new((0, Vec::new())),
+        }
+    }
+
+    /// Names the policies of tables generation `generation` (index = policy id).
+    pub fn set_policy_names(&self, generation: u64, names: Vec<String>) {
+        if let Ok(mut g) = self.policy_names.lock() {
+            *g = (generation, names);
         }
     }
 
@@ -88,7 +98,58 @@ impl MetricsState {
             generation: &self.generation,
         };
         let mut o = view.render();
+        // Per-rule policy counters: new connections each rule (or a policy's default deny)
+        // decided, summed over the workers that run the named generation.
+        if let Ok(names) = self.policy_names.lock() {
+            let slots = dataplane::pipeline::RULES_COUNTED + 1;
+            let mut sum = vec![0u64; names.1.len() * slots];
+            for w in view.workers {
+                if let Ok(h) = w.rule_hits.lock() {
+                    if h.0 == names.0 {
+                        for (a, b) in sum.iter_mut().zip(&h.1) {
+                            *a += b;
+                        }
+                    }
+                }
+            }
+            let _ = writeln!(o, "# HELP ferry_policy_rule_connections_total New connections decided by each policy rule (rule=\"default\": denied by the policy's isolation).\n# TYPE ferry_policy_rule_connections_total counter");
+            for (i, v) in sum.iter().enumerate().filter(|(_, v)| **v > 0) {
+                let (p, r) = (i / slots, i % slots);
+                let rule = if r == 0 {
+                    "default".to_string()
+                } else {
+                    (r - 1).to_string()
+                };
+                let _ = writeln!(
+                    o,
+                    "ferry_policy_rule_connections_total{{policy=\"{}\",rule=\"{rule}\"}} {v}",
+                    names.1.get(p).map_or("?", String::as_str)
+                );
+            }
+        }
         let r = Ordering::Relaxed;
+        for (name, help, get) in [
+            (
+                "ferry_conntrack_created_total",
+                "Connections tracked (allowed new flows).",
+                &(|w: &WorkerShared| w.ct_created.load(r)) as &dyn Fn(&WorkerShared) -> u64,
+            ),
+            (
+                "ferry_conntrack_established_packets_total",
+                "Packets of tracked connections, passed without policy evaluation.",
+                &|w: &WorkerShared| w.ct_established.load(r),
+            ),
+            (
+                "ferry_conntrack_early_dropped_total",
+                "Unconfirmed connections evicted from a full table window.",
+                &|w: &WorkerShared| w.ct_early_dropped.load(r),
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (i, w) in view.workers.iter().enumerate() {
+                let _ = writeln!(o, "{name}{{worker=\"{i}\"}} {}", get(w));
+            }
+        }
         let _ = writeln!(
             o,
             "# HELP ferry_dataplane_restarts_total Dataplane restarts for a new set of ports (pods added or removed).\n# TYPE ferry_dataplane_restarts_total counter\nferry_dataplane_restarts_total {}",

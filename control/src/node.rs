@@ -20,6 +20,7 @@ use crate::source::{apply_changes, Change};
 use crate::tables_file::{self, TablesFileError};
 use crate::wep;
 use anyhow::{bail, Context, Result};
+use dataplane::policy::PolicyTables;
 use dataplane::steer::{Role, Steering};
 use dataplane::tables::{NeighborSpec, PortKind, Tables, TablesPublisher, TablesSpec};
 use dataplane::wire::MacAddr;
@@ -132,6 +133,14 @@ impl Feed {
             },
             state,
         ))
+    }
+
+    /// The current (last good) cluster state.
+    fn state(&self) -> &ClusterState {
+        match self {
+            Feed::Dir(w) => w.state(),
+            Feed::Kube { state, .. } => state,
+        }
     }
 
     /// New changes and the state after them; `Ok(None)` when nothing changed.
@@ -294,6 +303,18 @@ struct ClusterTables {
     state_fp: Vec<(PathBuf, u64, std::time::SystemTime)>,
     uplink: String,
     node: String,
+    ipam: crate::ipam::IpamState,
+    /// The compiled network policy in force (the last one that compiled).
+    policy: Option<Arc<PolicyTables>>,
+}
+
+/// Compiles the cluster's network policy with the addresses IPAM gave the pods.
+fn compile_policy(
+    state: &ClusterState,
+    ipam: &crate::ipam::IpamState,
+) -> Result<Arc<PolicyTables>, crate::policy::PolicyError> {
+    let with_addrs = crate::policy::with_ipam_addresses(state, ipam);
+    Ok(Arc::new(crate::policy::compile(&with_addrs)?.tables))
 }
 
 fn state_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
@@ -346,6 +367,8 @@ impl ClusterTables {
         };
         let compiler = NodeCompiler::new(&cluster, node, inputs)
             .with_context(|| format!("cannot compile the tables of node {node}"))?;
+        let policy = compile_policy(&cluster, &ipam)
+            .context("the cluster's network policies do not compile")?;
         Ok(ClusterTables {
             feed,
             origin,
@@ -354,6 +377,8 @@ impl ClusterTables {
             state_fp: state_fingerprint(state),
             uplink: uplink.to_string(),
             node: node.to_string(),
+            ipam,
+            policy: Some(policy),
         })
     }
 
@@ -376,6 +401,7 @@ impl ClusterTables {
     /// was applied, if known (for the apply → dataplane latency).
     fn poll(&mut self) -> Result<Option<Option<std::time::SystemTime>>> {
         let mut changed = false;
+        let mut policy_due = false;
         let mut stamp = None;
         if let Some((changes, state, t)) = self.feed.poll()? {
             stamp = t;
@@ -385,16 +411,38 @@ impl ClusterTables {
                     .apply(state, c)
                     .with_context(|| format!("cannot apply the change to {}", c.kind().name()))?;
             }
+            // Pods, namespaces (labels) and policies shape policy; nodes and pools do not.
+            policy_due |= changes.iter().any(|c| {
+                !matches!(
+                    c.kind(),
+                    Kind::Node | Kind::IpPool | Kind::FelixConfiguration
+                )
+            });
         }
         let fp = state_fingerprint(&self.state_dir);
         if fp != self.state_fp {
             self.state_fp = fp;
-            let ipam = Ipam::open(&self.state_dir)?.snapshot()?;
-            self.compiler.set_ipam(&ipam);
+            self.ipam = Ipam::open(&self.state_dir)?.snapshot()?;
+            self.compiler.set_ipam(&self.ipam);
             self.compiler
                 .set_endpoints(&local_endpoints(&self.state_dir, &self.node)?);
             stamp = stamp.or_else(|| self.state_fp.iter().map(|f| f.2).max());
             changed = true;
+            policy_due = true;
+        }
+        if policy_due {
+            match compile_policy(self.feed.state(), &self.ipam) {
+                Ok(p) => {
+                    if self.policy.as_deref() != Some(&*p) {
+                        self.policy = Some(p);
+                        changed = true;
+                    }
+                }
+                // Fail closed: the previous policy stays in force, it is never dropped.
+                Err(e) => log(format!(
+                    "the network policies do not compile, keeping the previous ones: {e}"
+                )),
+            }
         }
         Ok(changed.then_some(stamp))
     }
@@ -589,6 +637,13 @@ impl Spec {
         }
     }
 
+    fn policy(&self) -> Option<Arc<PolicyTables>> {
+        match self {
+            Spec::File { .. } => None,
+            Spec::Cluster(c) => c.policy.clone(),
+        }
+    }
+
     fn origin(&self) -> PathBuf {
         match self {
             Spec::File { path, .. } => path.clone(),
@@ -642,7 +697,10 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             *gateway,
         )?)),
     };
-    let first = compile(source.current(), &source.origin(), generation)?;
+    let mut first = compile(source.current(), &source.origin(), generation)?;
+    if let Some(p) = source.policy() {
+        first.tables = first.tables.with_policy(p);
+    }
     if let Err(e) = dataplane::xsk::raise_memlock_limit() {
         log(format!(
             "cannot raise RLIMIT_MEMLOCK ({e}); continuing, the kernel may refuse the UMEM"
@@ -743,7 +801,20 @@ pub fn run(opts: NodeOptions) -> Result<()> {
         }
         generation += 1;
         let l = match compile(source.current(), &source.origin(), generation) {
-            Ok(l) => l,
+            Ok(mut l) => {
+                if let Some(p) = source.policy() {
+                    l.tables = l.tables.with_policy(p);
+                }
+                metrics_state.set_policy_names(
+                    generation,
+                    l.tables
+                        .policy
+                        .as_ref()
+                        .map(|p| p.policies.iter().map(|i| i.name.clone()).collect())
+                        .unwrap_or_default(),
+                );
+                l
+            }
             Err(e) => {
                 log(format!("keeping the current tables: {e}"));
                 continue;

@@ -461,6 +461,105 @@ fn external_pool_walkthrough() {
     );
     eprintln!("apply -> dataplane on k8s-w1: {latency_ms:.1} ms");
 
+    // Network policy on the wire: external-ns accepts TCP 80 only from nginx-0. Enforced at
+    // the receiving node; replies to nginx-0 (itself isolated) pass by connection tracking.
+    let (n0_ns, n0_ip) = (&placed[0].2, placed[0].3);
+    let (n1_ip, n2_ns) = (placed[1].3, &placed[2].2);
+    let policy = base.join("only-from-nginx-0.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: only-from-nginx-0\n  namespace: external-ns\nspec:\n  podSelector: {{}}\n  ingress:\n  - from:\n    - ipBlock:\n        cidr: {n0_ip}/32\n    ports:\n    - protocol: TCP\n      port: 80\n"
+        ),
+    )
+    .expect("write");
+    ok(
+        &ferry(&["apply", "-f", policy.to_str().unwrap(), "--manifests", m]),
+        "apply the policy",
+    );
+    // In force within a second on every node (the metric above); poll until denied.
+    let t0 = Instant::now();
+    while http_ok(n2_ns, n1_ip) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the policy never took effect"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let all_metrics = || {
+        workers
+            .iter()
+            .map(|n| {
+                let m = lab
+                    .exec_ok(
+                        n,
+                        [
+                            "python3",
+                            "-c",
+                            "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9091/metrics').read().decode())",
+                        ],
+                    )
+                    .unwrap_or_default();
+                let interesting: Vec<&str> = m
+                    .lines()
+                    .filter(|l| {
+                        (l.starts_with("ferry_drops") || l.starts_with("ferry_policy") || l.starts_with("ferry_conntrack"))
+                            && !l.ends_with(" 0")
+                    })
+                    .collect();
+                format!("--- {n}\n{}\n", interesting.join("\n"))
+            })
+            .collect::<String>()
+            + &daemons
+                .iter()
+                .map(|(n, c)| format!("--- ferry on {n}\n{}", c.output()))
+                .collect::<String>()
+    };
+    assert!(
+        http_ok(n0_ns, n1_ip),
+        "nginx-0 → nginx-1 must stay allowed (and its replies):\n{}",
+        all_metrics()
+    );
+    assert!(
+        !http_ok(n2_ns, w1_ip),
+        "nginx-2 → nginx-0 is not from nginx-0"
+    );
+    let metrics = lab
+        .exec_ok(
+            "k8s-w2",
+            [
+                "python3",
+                "-c",
+                "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9091/metrics').read().decode())",
+            ],
+        )
+        .expect("metrics");
+    let denied: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("ferry_drops_total") && l.contains("reason=\"policy_denied\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(denied > 0, "k8s-w2 counted no policy drop:\n{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ferry_policy_rule_connections_total")
+                && l.contains("only-from-nginx-0")),
+        "no per-rule counter for the policy:\n{metrics}"
+    );
+    ok(
+        &ferry(&["delete", "-f", policy.to_str().unwrap(), "--manifests", m]),
+        "delete the policy",
+    );
+    let t0 = Instant::now();
+    while !http_ok(n2_ns, n1_ip) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the policy was never lifted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // DEL every pod: addresses released, endpoints gone.
     for (pod, node, netns, _) in &placed {
         let out = cni(&lab, node, "DEL", pod, netns, &conf(node));

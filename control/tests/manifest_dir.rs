@@ -339,3 +339,53 @@ fn ferry_apply_and_delete_from_the_command_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 }
+
+/// With an IPAM state (the node daemon's case), a pool change rebuilds the compiler: the IPAM
+/// blocks must still route to their nodes afterwards, exactly as a compile from scratch does.
+#[test]
+fn incremental_compile_with_ipam_survives_a_pool_change() {
+    let state = control::model::ClusterState::load_str(
+        "base",
+        &format!("{NODES}---\n{}", study("01-default-pool.yaml")),
+    )
+    .unwrap()
+    .state;
+    let ipam: control::ipam::IpamState = serde_json::from_value(serde_json::json!({
+        "blocks": [
+            {"cidr": "172.16.158.0/26", "affinity": "k8s-w1", "allocations": {"172.16.158.0": "default/a"}},
+            {"cidr": "172.16.184.0/26", "affinity": "k8s-w2", "allocations": {"172.16.184.0": "default/b"}}
+        ],
+        "handles": {"default/a": "172.16.158.0", "default/b": "172.16.184.0"}
+    }))
+    .unwrap();
+    let inputs = CompileInputs {
+        ipam: Some(&ipam),
+        endpoints: Some(&[]),
+        gateway: None,
+    };
+    let mut inc = NodeCompiler::new(&state, "k8s-w1", inputs).unwrap();
+    let route_to_w2 = |spec: &dataplane::tables::TablesSpec| {
+        spec.routes.iter().any(|r| {
+            r.prefix.to_string() == "172.16.184.0/26" && r.peer.as_deref() == Some("k8s-w2")
+        })
+    };
+    assert!(route_to_w2(&inc.spec()));
+    let pool = control::model::parse_str(
+        "p",
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: extra}\nspec: {cidr: 10.99.0.0/16, nodeSelector: \"!all()\"}\n",
+    )
+    .unwrap()
+    .objects
+    .remove(0)
+    .object;
+    let mut after = state.clone();
+    let change = Change::Applied(pool);
+    apply_changes(&mut after, std::slice::from_ref(&change), "t").unwrap();
+    assert!(inc.apply(&after, &change).unwrap());
+    let full = NodeCompiler::new(&after, "k8s-w1", inputs).unwrap().spec();
+    assert_eq!(inc.spec(), full);
+    assert!(
+        route_to_w2(&inc.spec()),
+        "the IPAM block lost its route after a pool change"
+    );
+}

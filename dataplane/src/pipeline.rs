@@ -14,7 +14,12 @@
 //! locks or calls the kernel; the caller (an AF_XDP worker or the pcap replay) does the I/O.
 //! Every drop has a [`DropReason`] and a counter.
 
+use crate::conntrack::{
+    ConnTrack, FlowTuple, FragTable, FragVerdict, InsertError, Lookup, Timeouts, PROTO_ICMP,
+    PROTO_TCP, PROTO_UDP,
+};
 use crate::icmp::{self, IcmpRateLimiter, IdentGenerator};
+use crate::policy::{PolicyTables, Reason};
 use crate::stats::{DropReason, IcmpSent, Stats};
 use crate::tables::{AdjKind, Adjacency, PortId, PortKind, Tables, NO_ROUTE};
 use crate::wire::ethernet::{self, EtherType, EthernetFrame};
@@ -23,6 +28,7 @@ use crate::wire::ipv4::{protocol, Ipv4Packet, Ipv4Repr};
 use crate::wire::udp::{UdpPacket, UdpRepr};
 use crate::wire::vxlan::{VxlanPacket, VxlanRepr};
 use crate::wire::{ipip, vxlan, Frame};
+use std::net::Ipv4Addr;
 
 /// Packets processed together; the route pass works on this many at a time.
 pub const BATCH: usize = 64;
@@ -64,6 +70,40 @@ pub struct Pipeline {
     icmp_limit: IcmpRateLimiter,
     ident: IdentGenerator,
     hash_seed: u32,
+    /// Connections allowed by policy (only used when the tables carry policy).
+    conntrack: ConnTrack,
+    /// Verdicts of first fragments, for the later ones.
+    frags: FragTable,
+    /// Per policy rule: new connections decided by it; see [`Pipeline::rule_hits`].
+    rule_hits: Vec<u64>,
+    /// The tables generation `rule_hits` is laid out for.
+    rule_hits_generation: u64,
+}
+
+/// Connections a worker tracks (about 2.5 MiB of table per worker).
+pub const CONNTRACK_CAPACITY: usize = 1 << 16;
+/// Rules per policy with their own counter; later rules share the last one.
+pub const RULES_COUNTED: usize = 64;
+
+/// What the policy stage needs of a packet, read once in pass 1.
+#[derive(Debug, Clone, Copy, Default)]
+struct Flow {
+    tuple: FlowTuple,
+    tcp_flags: u8,
+    frag: FragPart,
+    ident: u16,
+    /// For an ICMP error: the flow of the packet it quotes.
+    quoted: Option<FlowTuple>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum FragPart {
+    #[default]
+    Whole,
+    First,
+    Later,
+    /// A first fragment without room for the ports.
+    TooSmall,
 }
 
 impl Pipeline {
@@ -74,7 +114,33 @@ impl Pipeline {
             icmp_limit: IcmpRateLimiter::new(),
             ident: IdentGenerator::new(seed),
             hash_seed: (seed >> 17) as u32 ^ 0x5bd1_e995,
+            conntrack: ConnTrack::new(
+                CONNTRACK_CAPACITY,
+                seed ^ 0x9e37_79b9_7f4a_7c15,
+                Timeouts::default(),
+            ),
+            frags: FragTable::new(4096, seed.rotate_left(23)),
+            rule_hits: Vec::new(),
+            rule_hits_generation: 0,
         }
+    }
+
+    /// New connections decided per policy rule, for the tables generation last processed:
+    /// index `policy * (RULES_COUNTED + 1) + slot`, slot 0 = the policy's default deny
+    /// (isolation), slot `r + 1` = rule `r` (rules past [`RULES_COUNTED`] share the last).
+    pub fn rule_hits(&self) -> &[u64] {
+        &self.rule_hits
+    }
+
+    /// The index of a decision in [`Pipeline::rule_hits`].
+    pub fn rule_slot(policy: u32, rule: Option<u32>) -> usize {
+        let r = rule.map_or(0, |r| (r as usize).min(RULES_COUNTED - 1) + 1);
+        policy as usize * (RULES_COUNTED + 1) + r
+    }
+
+    /// The connection table (for tests and diagnosis).
+    pub fn conntrack(&self) -> &ConnTrack {
+        &self.conntrack
     }
 
     pub fn stats(&self) -> &Stats {
@@ -94,6 +160,15 @@ impl Pipeline {
         let mut dst = [0u32; BATCH];
         let mut adj = [NO_ROUTE; BATCH];
         let mut live = [false; BATCH];
+        let mut flows = [Flow::default(); BATCH];
+        let policy = tables.policy.as_deref();
+        if policy.is_some() && self.rule_hits_generation != tables.generation {
+            // Laid out for this generation's policies (allocates only when tables change).
+            let n = policy.map_or(0, |p| p.policies.len()) * (RULES_COUNTED + 1);
+            self.rule_hits.clear();
+            self.rule_hits.resize(n, 0);
+            self.rule_hits_generation = tables.generation;
+        }
         self.stats.batches += 1;
 
         // Pass 1: ingress.
@@ -104,6 +179,15 @@ impl Pipeline {
                 Ok(d) => {
                     dst[i] = d;
                     live[i] = true;
+                    if policy.is_some() {
+                        match flow_of(&p.frame) {
+                            Some(f) => flows[i] = f,
+                            None => {
+                                live[i] = false;
+                                p.verdict = Verdict::Drop(DropReason::FragmentTooSmall);
+                            }
+                        }
+                    }
                 }
                 Err(v) => p.verdict = v,
             }
@@ -115,7 +199,13 @@ impl Pipeline {
         // Pass 3: forward.
         for (i, p) in batch.iter_mut().enumerate() {
             if live[i] {
-                p.verdict = self.forward(tables, p, adj[i], now_ns);
+                p.verdict = match policy {
+                    Some(pol) => match self.police(tables, pol, p, adj[i], &flows[i], now_ns) {
+                        Ok(()) => self.forward(tables, p, adj[i], now_ns),
+                        Err(r) => Verdict::Drop(r),
+                    },
+                    None => self.forward(tables, p, adj[i], now_ns),
+                };
             }
             match p.verdict {
                 Verdict::Tx(_) => {
@@ -245,6 +335,114 @@ impl Pipeline {
         frame.truncate(ETH + inner_total);
         self.stats.decap_vxlan += 1;
         Ok(inner_dst)
+    }
+
+    // ---- pass 3: policy ----------------------------------------------------------------------
+
+    /// Connection tracking and network policy for a packet leaving or reaching a local pod:
+    /// packets of tracked connections (and ICMP errors about them) pass; a new connection is
+    /// judged by the sender's egress rules (if the sender is a local pod) and the receiver's
+    /// ingress rules (if the receiver is), then tracked. Later fragments follow their first.
+    /// Transit traffic (neither end a local pod) is not this node's to judge.
+    fn police(
+        &mut self,
+        tables: &Tables,
+        pol: &PolicyTables,
+        p: &Packet<'_>,
+        adj_index: u32,
+        f: &Flow,
+        now_ns: u64,
+    ) -> Result<(), DropReason> {
+        let from_pod = tables.ports[usize::from(p.in_port)].kind == PortKind::Pod;
+        let to_pod = tables.adjacency(adj_index).is_some_and(|a| {
+            a.kind == AdjKind::Forward
+                && tables
+                    .ports
+                    .get(usize::from(a.port))
+                    .is_some_and(|port| port.kind == PortKind::Pod)
+        });
+        if !from_pod && !to_pod {
+            return Ok(());
+        }
+        let t = &f.tuple;
+        match f.frag {
+            FragPart::Later => {
+                return match self.frags.verdict(t.src, t.dst, f.ident, t.proto, now_ns) {
+                    FragVerdict::Allowed => Ok(()),
+                    FragVerdict::Denied => Err(DropReason::PolicyDenied),
+                    FragVerdict::Unknown => Err(DropReason::FragmentWithoutFirst),
+                }
+            }
+            FragPart::TooSmall => return Err(DropReason::FragmentTooSmall),
+            FragPart::Whole | FragPart::First => {}
+        }
+        if let Some(q) = &f.quoted {
+            if self.conntrack.related(q, now_ns) {
+                self.stats.ct_established += 1;
+                return Ok(());
+            }
+        }
+        if let Lookup::Hit { slot, reply } = self.conntrack.lookup(t, now_ns) {
+            self.conntrack.update(slot, reply, f.tcp_flags, now_ns);
+            self.stats.ct_established += 1;
+            if f.frag == FragPart::First {
+                self.frags
+                    .record(t.src, t.dst, f.ident, t.proto, true, now_ns);
+            }
+            return Ok(());
+        }
+        // A new connection.
+        let (src, dst) = (Ipv4Addr::from(t.src), Ipv4Addr::from(t.dst));
+        let port = if f.quoted.is_none() && t.proto != PROTO_ICMP {
+            t.dst_port
+        } else {
+            0
+        };
+        let set = |a: Ipv4Addr, ingress: bool| {
+            pol.endpoint(a)
+                .and_then(|e| if ingress { e.ingress } else { e.egress })
+        };
+        let egress = pol.evaluate_set(
+            if from_pod { set(src, false) } else { None },
+            src,
+            dst,
+            t.proto,
+            port,
+        );
+        let ingress = pol.evaluate_set(
+            if to_pod { set(dst, true) } else { None },
+            src,
+            dst,
+            t.proto,
+            port,
+        );
+        for v in [&egress, &ingress] {
+            if let Some(slot) = decision_slot(v.reason) {
+                if let Some(c) = self.rule_hits.get_mut(slot) {
+                    *c += 1;
+                }
+            }
+            if !v.allowed {
+                break;
+            }
+        }
+        let allowed = egress.allowed && ingress.allowed;
+        if f.frag == FragPart::First {
+            self.frags
+                .record(t.src, t.dst, f.ident, t.proto, allowed, now_ns);
+        }
+        if !allowed {
+            return Err(DropReason::PolicyDenied);
+        }
+        let before = self.conntrack.stats().early_dropped;
+        match self.conntrack.insert(t, f.tcp_flags, 0, now_ns) {
+            Ok(_) => {
+                self.stats.ct_created += 1;
+                self.stats.ct_early_dropped += self.conntrack.stats().early_dropped - before;
+                Ok(())
+            }
+            Err(InsertError::Full) => Err(DropReason::ConntrackFull),
+        }
     }
 
     // ---- pass 3 -----------------------------------------------------------------------------
@@ -489,4 +687,108 @@ pub fn mix3(a: u32, b: u32, c: u32) -> u32 {
     h ^= h >> 13;
     h = h.wrapping_mul(0xc2b2_ae35);
     h ^ (h >> 16)
+}
+
+/// The counter slot of a policy decision, if a policy decided.
+fn decision_slot(r: Reason) -> Option<usize> {
+    match r {
+        Reason::Rule { policy, rule, .. } | Reason::Passed { policy, rule } => {
+            Some(Pipeline::rule_slot(policy, Some(rule)))
+        }
+        Reason::DefaultDeny { policy } => Some(Pipeline::rule_slot(policy, None)),
+        Reason::NotEndpoint | Reason::NotIsolated => None,
+    }
+}
+
+/// The transport ports of a TCP/UDP header, or an ICMP echo's identifier (as both ports, so
+/// that request and reply are the two directions of one flow). `None` when too short.
+fn ports_of(proto: u8, l4: &[u8]) -> Option<(u16, u16, u8)> {
+    let be = |i: usize| u16::from_be_bytes([l4[i], l4[i + 1]]);
+    match proto {
+        PROTO_TCP | PROTO_UDP | crate::policy::PROTO_SCTP if l4.len() >= 4 => {
+            let flags = if proto == PROTO_TCP && l4.len() >= 14 {
+                l4[13]
+            } else {
+                0
+            };
+            Some((be(0), be(2), flags))
+        }
+        PROTO_TCP | PROTO_UDP | crate::policy::PROTO_SCTP => None,
+        PROTO_ICMP if l4.len() >= 8 => {
+            let id = be(4);
+            match l4[0] {
+                kind::ECHO_REQUEST | kind::ECHO_REPLY => Some((id, id, 0)),
+                _ => Some((0, 0, 0)),
+            }
+        }
+        PROTO_ICMP => None,
+        _ => Some((0, 0, 0)),
+    }
+}
+
+/// Reads what the policy stage needs from the (inner) IPv4 packet of a frame whose headers the
+/// ingress pass has checked. `None`: a first fragment too short to show its ports.
+fn flow_of(frame: &Frame<'_>) -> Option<Flow> {
+    let ip = Ipv4Packet::new_unchecked(&frame.data()[ETH..]);
+    let (src, dst, proto) = (ip.src(), ip.dst(), ip.protocol());
+    let frag = match (ip.frag_offset(), ip.more_frags()) {
+        (0, false) => FragPart::Whole,
+        (0, true) => FragPart::First,
+        _ => FragPart::Later,
+    };
+    let tuple = |sp: u16, dp: u16| FlowTuple {
+        src,
+        dst,
+        src_port: sp,
+        dst_port: dp,
+        proto,
+    };
+    if frag == FragPart::Later {
+        return Some(Flow {
+            tuple: tuple(0, 0),
+            frag,
+            ident: ip.ident(),
+            ..Flow::default()
+        });
+    }
+    let l4 = ip.payload();
+    let Some((sp, dp, flags)) = ports_of(proto, l4) else {
+        return if frag == FragPart::First {
+            Some(Flow {
+                frag: FragPart::TooSmall,
+                ..Flow::default()
+            })
+        } else {
+            None
+        };
+    };
+    // An ICMP error quotes the offending packet's IP header and first 8 bytes (its total
+    // length field still describes the whole original packet, so it is read by hand).
+    let quoted = (proto == PROTO_ICMP && kind::is_error(l4[0]))
+        .then(|| quoted_flow(&l4[8..]))
+        .flatten();
+    Some(Flow {
+        tuple: tuple(sp, dp),
+        tcp_flags: flags,
+        frag,
+        ident: ip.ident(),
+        quoted,
+    })
+}
+
+/// The flow of a quoted IPv4 header plus at least 8 bytes of its payload.
+fn quoted_flow(q: &[u8]) -> Option<FlowTuple> {
+    let hl = usize::from(*q.first()? & 0x0f) * 4;
+    if q.first()? >> 4 != 4 || hl < 20 || q.len() < hl + 8 {
+        return None;
+    }
+    let proto = q[9];
+    let (sp, dp, _) = ports_of(proto, &q[hl..])?;
+    Some(FlowTuple {
+        src: u32::from_be_bytes([q[12], q[13], q[14], q[15]]),
+        dst: u32::from_be_bytes([q[16], q[17], q[18], q[19]]),
+        src_port: sp,
+        dst_port: dp,
+        proto,
+    })
 }

@@ -46,10 +46,16 @@ pub enum DropReason {
     SpoofedSource,
     /// Decapsulated, with an inner source outside the sending node's blocks.
     SpoofedTunnelSource,
+    /// A later fragment whose first fragment was not seen (policy cannot judge it).
+    FragmentWithoutFirst,
+    /// A first fragment too short to hold the transport ports (RFC 1858's tiny fragment).
+    FragmentTooSmall,
+    /// A new connection that the full connection table could not track.
+    ConntrackFull,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 21;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::BadIpChecksum,
@@ -69,6 +75,9 @@ impl DropReason {
         DropReason::PolicyDenied,
         DropReason::SpoofedSource,
         DropReason::SpoofedTunnelSource,
+        DropReason::FragmentWithoutFirst,
+        DropReason::FragmentTooSmall,
+        DropReason::ConntrackFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +100,9 @@ impl DropReason {
             DropReason::PolicyDenied => "policy_denied",
             DropReason::SpoofedSource => "spoofed_source",
             DropReason::SpoofedTunnelSource => "spoofed_tunnel_source",
+            DropReason::FragmentWithoutFirst => "fragment_without_first",
+            DropReason::FragmentTooSmall => "fragment_too_small",
+            DropReason::ConntrackFull => "conntrack_full",
         }
     }
 }
@@ -133,6 +145,12 @@ pub struct Stats {
     pub encap_ipip: u64,
     pub encap_vxlan: u64,
     pub batches: u64,
+    /// Connections tracked (new flows allowed by policy).
+    pub ct_created: u64,
+    /// Packets of tracked connections (no policy evaluation).
+    pub ct_established: u64,
+    /// Unconfirmed connections evicted to make room.
+    pub ct_early_dropped: u64,
 }
 
 impl Stats {
@@ -172,6 +190,9 @@ impl Stats {
         self.encap_ipip += o.encap_ipip;
         self.encap_vxlan += o.encap_vxlan;
         self.batches += o.batches;
+        self.ct_created += o.ct_created;
+        self.ct_established += o.ct_established;
+        self.ct_early_dropped += o.ct_early_dropped;
     }
 
     /// A serialisable summary with named drop reasons (zero counters left out).
@@ -196,6 +217,8 @@ impl Stats {
             decap_vxlan: self.decap_vxlan,
             encap_ipip: self.encap_ipip,
             encap_vxlan: self.encap_vxlan,
+            ct_created: self.ct_created,
+            ct_established: self.ct_established,
         }
     }
 }
@@ -214,6 +237,8 @@ pub struct StatsSummary {
     pub decap_vxlan: u64,
     pub encap_ipip: u64,
     pub encap_vxlan: u64,
+    pub ct_created: u64,
+    pub ct_established: u64,
 }
 
 #[cfg(test)]

@@ -428,6 +428,8 @@ pub struct Tables {
     pub routes: Vec<Route>,
     pub adjacencies: Vec<Adjacency>,
     lpm: Lpm,
+    /// Network policy, if any applies (`None`: no policy at all, nothing is tracked).
+    pub policy: Option<std::sync::Arc<crate::policy::PolicyTables>>,
 }
 
 impl fmt::Debug for Tables {
@@ -816,6 +818,7 @@ impl Tables {
             routes,
             adjacencies,
             lpm,
+            policy: None,
         })
     }
 
@@ -832,6 +835,13 @@ impl Tables {
     }
 
     #[inline]
+    /// Attaches compiled network policy (shared between snapshots while it does not change).
+    /// Tables without policies enforce nothing and track no connections.
+    pub fn with_policy(mut self, policy: std::sync::Arc<crate::policy::PolicyTables>) -> Tables {
+        self.policy = (!policy.policies.is_empty()).then_some(policy);
+        self
+    }
+
     pub fn adjacency(&self, index: u32) -> Option<&Adjacency> {
         self.adjacencies.get(index as usize)
     }

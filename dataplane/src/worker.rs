@@ -72,6 +72,12 @@ pub struct WorkerShared {
     pub batch_sizes: [AtomicU64; BATCH_BUCKETS],
     pub tables_generation: AtomicU64,
     pub idle_sleeps: AtomicU64,
+    pub ct_created: AtomicU64,
+    pub ct_established: AtomicU64,
+    pub ct_early_dropped: AtomicU64,
+    /// Per-rule policy counters of the tables generation `.0` (see
+    /// [`crate::pipeline::Pipeline::rule_hits`]), copied from the worker now and then.
+    pub rule_hits: std::sync::Mutex<(u64, Vec<u64>)>,
 }
 
 impl WorkerShared {
@@ -94,6 +100,19 @@ impl WorkerShared {
         self.decap_ipip.store(s.decap_ipip, r);
         self.decap_vxlan.store(s.decap_vxlan, r);
         self.batches.store(s.batches, r);
+        self.ct_created.store(s.ct_created, r);
+        self.ct_established.store(s.ct_established, r);
+        self.ct_early_dropped.store(s.ct_early_dropped, r);
+    }
+
+    /// Copies the pipeline's per-rule counters if the reader is not holding them (never
+    /// blocks the worker).
+    fn publish_rules(&self, generation: u64, hits: &[u64]) {
+        if let Ok(mut g) = self.rule_hits.try_lock() {
+            g.0 = generation;
+            g.1.clear();
+            g.1.extend_from_slice(hits);
+        }
     }
 }
 
@@ -261,6 +280,10 @@ impl Worker {
             if work > 0 {
                 idle = 0;
                 self.shared.publish(self.pipeline.stats());
+                if tables.policy.is_some() && self.pipeline.stats().batches.is_multiple_of(64) {
+                    self.shared
+                        .publish_rules(tables.generation, self.pipeline.rule_hits());
+                }
             } else {
                 idle += 1;
                 if self.config.idle_spins > 0 && idle >= self.config.idle_spins {
@@ -269,6 +292,10 @@ impl Worker {
                         s.reap(&self.umem, &mut self.free);
                     }
                     self.shared.idle_sleeps.fetch_add(1, Ordering::Relaxed);
+                    if tables.policy.is_some() {
+                        self.shared
+                            .publish_rules(tables.generation, self.pipeline.rule_hits());
+                    }
                     xsk::wait_readable(&self.sockets, self.config.idle_sleep_ms);
                     idle = 0;
                 }
