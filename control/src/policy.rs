@@ -866,6 +866,25 @@ pub fn matrix_table(c: &Compiled, ports: &[PortProto], probes: &[Probe]) -> Stri
     s
 }
 
+/// The state with every pod's address filled in from IPAM (handle `namespace/pod`) where the
+/// pod object has none: in the node daemon, `ferry-cni` assigns addresses and the manifests do
+/// not carry them. Deployment replicas become pod objects of their own.
+pub fn with_ipam_addresses(state: &ClusterState, ipam: &crate::ipam::IpamState) -> ClusterState {
+    let mut s = state.clone();
+    for pod in state.pods() {
+        let key = (
+            pod.metadata.namespace().to_string(),
+            pod.metadata.name.clone(),
+        );
+        let mut pod = s.pods.get(&key).cloned().unwrap_or(pod);
+        if pod_addr(&pod).is_none() {
+            pod.status.pod_ip = ipam.address_of(&format!("{}/{}", key.0, key.1));
+        }
+        s.pods.insert(key, pod);
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -922,23 +941,4 @@ status: {podIP: 10.0.0.1}
             "{e}"
         );
     }
-}
-
-/// The state with every pod's address filled in from IPAM (handle `namespace/pod`) where the
-/// pod object has none: in the node daemon, `ferry-cni` assigns addresses and the manifests do
-/// not carry them. Deployment replicas become pod objects of their own.
-pub fn with_ipam_addresses(state: &ClusterState, ipam: &crate::ipam::IpamState) -> ClusterState {
-    let mut s = state.clone();
-    for pod in state.pods() {
-        let key = (
-            pod.metadata.namespace().to_string(),
-            pod.metadata.name.clone(),
-        );
-        let mut pod = s.pods.get(&key).cloned().unwrap_or(pod);
-        if pod_addr(&pod).is_none() {
-            pod.status.pod_ip = ipam.address_of(&format!("{}/{}", key.0, key.1));
-        }
-        s.pods.insert(key, pod);
-    }
-    s
 }
