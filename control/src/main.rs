@@ -621,6 +621,9 @@ enum PolicyCommand {
         /// Manifests (a file or a directory).
         #[arg(long, value_name = "DIR")]
         manifests: PathBuf,
+        /// IPAM state written by ferry-cni: addresses of pods the manifests give none.
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
         /// The client: NAMESPACE/POD (or an address).
         #[arg(long, value_name = "NS/POD")]
         from: String,
@@ -636,6 +639,9 @@ enum PolicyCommand {
         /// Manifests (a file or a directory).
         #[arg(long, value_name = "DIR")]
         manifests: PathBuf,
+        /// IPAM state written by ferry-cni: addresses of pods the manifests give none.
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
         /// Ports to probe.
         #[arg(
             long,
@@ -652,9 +658,17 @@ enum PolicyCommand {
 /// `ferry policy check|matrix`.
 fn policy(command: PolicyCommand) -> Result<()> {
     use control::policy::{self as p, PortProto};
-    let compile = |dir: &std::path::Path| -> Result<p::Compiled> {
+    // A pod's address: status.podIP, else its ipAddrs annotation, else IPAM (with --state).
+    let compile = |dir: &std::path::Path, state: &Option<PathBuf>| -> Result<p::Compiled> {
         let loaded = load_manifests(dir)?;
-        let c = p::compile(&loaded.state).context("the policies do not compile")?;
+        let cluster = match state {
+            Some(s) => {
+                let ipam = control::ipam::Ipam::open(s)?.snapshot()?;
+                p::with_ipam_addresses(&loaded.state, &ipam)
+            }
+            None => loaded.state,
+        };
+        let c = p::compile(&cluster).context("the policies do not compile")?;
         for s in &c.skipped {
             eprintln!("ferry: skipped pod {s}");
         }
@@ -663,12 +677,13 @@ fn policy(command: PolicyCommand) -> Result<()> {
     match command {
         PolicyCommand::Check {
             manifests,
+            state,
             from,
             to,
             port,
         } => {
             let pp: PortProto = port.parse().map_err(anyhow::Error::msg)?;
-            let c = compile(&manifests)?;
+            let c = compile(&manifests, &state)?;
             let addr = |what: &str, s: &str| -> Result<std::net::Ipv4Addr> {
                 if let Ok(a) = s.parse() {
                     return Ok(a);
@@ -709,6 +724,7 @@ fn policy(command: PolicyCommand) -> Result<()> {
         }
         PolicyCommand::Matrix {
             manifests,
+            state,
             ports,
             output,
         } => {
@@ -721,7 +737,7 @@ fn policy(command: PolicyCommand) -> Result<()> {
                 Some("json") => true,
                 Some(o) => anyhow::bail!("-o {o}: use json or table"),
             };
-            let c = compile(&manifests)?;
+            let c = compile(&manifests, &state)?;
             let probes = p::matrix(&c, &ports);
             if json {
                 println!("{}", serde_json::to_string_pretty(&probes)?);

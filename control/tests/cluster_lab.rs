@@ -10,113 +10,17 @@ use control::ipam::Ipam;
 use control::manifest_dir::ManifestDir;
 use dataplane::tables::Ipv4Prefix;
 use serde_json::Value;
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use testbeds::{Lab, Topology, UpOptions};
+use testbeds::{Lab, UpOptions};
 
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
-const CNI: &str = env!("CARGO_BIN_EXE_ferry-cni");
+#[path = "cluster/mod.rs"]
+mod cluster;
+use cluster::*;
+
 const STUDY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/study");
-
-fn runnable() -> bool {
-    match testbeds::can_run() {
-        Ok(()) => true,
-        Err(e) if std::env::var_os("FERRY_LAB_SKIP").is_some_and(|v| v != "0") => {
-            eprintln!("skipping the cluster lab (FERRY_LAB_SKIP): {e}");
-            false
-        }
-        Err(e) => {
-            panic!("the cluster lab cannot run here: {e} (run as root, or set FERRY_LAB_SKIP=1)")
-        }
-    }
-}
-
-/// The study lab's nodes, subnets and router, without pods: pods come from ferry-cni.
-fn topology() -> Topology {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../testbeds/topologies/study.toml"
-    ))
-    .expect("study topology");
-    let nodes_only = text.split("[[pods]]").next().expect("text");
-    Topology::from_toml(nodes_only).expect("the study topology without pods")
-}
-
-/// Removes what the test made outside the lab: pod namespaces, servers, directories.
-struct Guard {
-    netns: Vec<String>,
-    children: Vec<Child>,
-    dirs: Vec<PathBuf>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for n in &self.netns {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-        for d in &self.dirs {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
-
-fn ferry(args: &[&str]) -> Output {
-    Command::new(FERRY).args(args).output().expect("run ferry")
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The Node objects of the lab, with Calico's address annotation.
-fn nodes_yaml(topo: &Topology) -> String {
-    let mut y = String::new();
-    for n in topo.nodes() {
-        y.push_str(&format!(
-            "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {}\n  annotations:\n    projectcalico.org/IPv4Address: {}/24\n",
-            n.name, n.address
-        ));
-    }
-    y
-}
-
-/// `ferry-cni` run in `node`'s namespace as a runtime runs it.
-fn cni(lab: &Lab, node: &str, command: &str, pod: &str, netns: &str, conf: &str) -> Output {
-    let mut cmd = lab.command(node, CNI).expect("node netns");
-    cmd.env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", format!("ctr-{pod}"))
-        .env("CNI_NETNS", format!("/var/run/netns/{netns}"))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
-        .env(
-            "CNI_ARGS",
-            format!("K8S_POD_NAMESPACE=external-ns;K8S_POD_NAME={pod};IgnoreUnknown=1"),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn ferry-cni");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(conf.as_bytes())
-        .expect("write the network config");
-    child.wait_with_output().expect("ferry-cni")
-}
 
 /// An HTTP GET from a pod's namespace; true on a 200.
 fn http_ok(netns: &str, to: Ipv4Addr) -> bool {
@@ -197,41 +101,7 @@ fn external_pool_walkthrough() {
     // Ferry on the workers, from the manifest directory and the shared state.
     let s = state.to_str().expect("utf-8 path");
     let workers = ["k8s-w1", "k8s-w2", "k8s-w0"];
-    let mut daemons = Vec::new();
-    for n in workers {
-        let child = lab
-            .spawn_in(
-                n,
-                [
-                    FERRY,
-                    "node",
-                    "run",
-                    "--manifests",
-                    m,
-                    "--node",
-                    n,
-                    "--state",
-                    s,
-                    "--uplink",
-                    "eth0",
-                    "--metrics",
-                    "127.0.0.1:9091",
-                ],
-            )
-            .expect("ferry node run");
-        daemons.push((n, child));
-    }
-    for (n, c) in &mut daemons {
-        let t0 = Instant::now();
-        while !c.output().contains("forwarding on") {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20) && c.is_running(),
-                "ferry on {n} did not start:\n{}",
-                c.output()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    let daemons = start_daemons(&lab, &workers, m, s);
 
     // Kubelet: one nginx replica per worker, wired by ferry-cni.
     let cluster = ManifestDir::existing(&manifests)
@@ -262,7 +132,7 @@ fn external_pool_walkthrough() {
             .expect("ip netns add")
             .success());
         guard.netns.push(netns.clone());
-        let out = cni(&lab, node, "ADD", pod, &netns, &conf(node));
+        let out = cni(&lab, node, "ADD", ("external-ns", pod), &netns, &conf(node));
         let result: Value = serde_json::from_slice(&out.stdout).expect("CNI result JSON");
         assert!(out.status.success(), "ADD {pod} on {node}: {result}");
         let addr = result["ips"][0]["address"]
@@ -562,7 +432,7 @@ fn external_pool_walkthrough() {
 
     // DEL every pod: addresses released, endpoints gone.
     for (pod, node, netns, _) in &placed {
-        let out = cni(&lab, node, "DEL", pod, netns, &conf(node));
+        let out = cni(&lab, node, "DEL", ("external-ns", pod), netns, &conf(node));
         assert!(out.status.success(), "DEL {pod}: {:?}", out);
     }
     let after = Ipam::open(&state).expect("ipam").snapshot().expect("state");

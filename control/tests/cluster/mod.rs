@@ -1,0 +1,172 @@
+//! Shared by the cluster lab tests: the study lab's nodes without pods, the `ferry` and
+//! `ferry-cni` binaries run as a user and a container runtime would, and a guard for what a test
+//! makes outside the lab. (`#[path = "cluster/mod.rs"] mod cluster;`)
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use testbeds::{Lab, LabChild, Topology};
+
+pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+pub const CNI: &str = env!("CARGO_BIN_EXE_ferry-cni");
+
+pub fn runnable() -> bool {
+    match testbeds::can_run() {
+        Ok(()) => true,
+        Err(e) if std::env::var_os("FERRY_LAB_SKIP").is_some_and(|v| v != "0") => {
+            eprintln!("skipping the cluster lab (FERRY_LAB_SKIP): {e}");
+            false
+        }
+        Err(e) => {
+            panic!("the cluster lab cannot run here: {e} (run as root, or set FERRY_LAB_SKIP=1)")
+        }
+    }
+}
+
+/// The study lab's nodes, subnets and router, without pods: pods come from ferry-cni.
+pub fn topology() -> Topology {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testbeds/topologies/study.toml"
+    ))
+    .expect("study topology");
+    let nodes_only = text.split("[[pods]]").next().expect("text");
+    Topology::from_toml(nodes_only).expect("the study topology without pods")
+}
+
+/// Removes what the test made outside the lab: pod namespaces, servers, directories.
+pub struct Guard {
+    pub netns: Vec<String>,
+    pub children: Vec<Child>,
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for n in &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+pub fn ferry(args: &[&str]) -> Output {
+    Command::new(FERRY).args(args).output().expect("run ferry")
+}
+
+pub fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The Node objects of the lab, with Calico's address annotation.
+pub fn nodes_yaml(topo: &Topology) -> String {
+    let mut y = String::new();
+    for n in topo.nodes() {
+        y.push_str(&format!(
+            "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {}\n  annotations:\n    projectcalico.org/IPv4Address: {}/24\n",
+            n.name, n.address
+        ));
+    }
+    y
+}
+
+/// `ferry-cni` run in `node`'s namespace as a runtime runs it.
+pub fn cni(
+    lab: &Lab,
+    node: &str,
+    command: &str,
+    (namespace, pod): (&str, &str),
+    netns: &str,
+    conf: &str,
+) -> Output {
+    let mut cmd = lab.command(node, CNI).expect("node netns");
+    cmd.env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", format!("ctr-{namespace}-{pod}"))
+        .env("CNI_NETNS", format!("/var/run/netns/{netns}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .env(
+            "CNI_ARGS",
+            format!("K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod};IgnoreUnknown=1"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn ferry-cni");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(conf.as_bytes())
+        .expect("write the network config");
+    child.wait_with_output().expect("ferry-cni")
+}
+
+
+/// Starts `ferry node run --manifests` on each node and waits until every one forwards.
+pub fn start_daemons<'a>(
+    lab: &Lab,
+    nodes: &[&'a str],
+    manifests: &str,
+    state: &str,
+) -> Vec<(&'a str, LabChild)> {
+    let mut daemons = Vec::new();
+    for n in nodes {
+        let child = lab
+            .spawn_in(
+                n,
+                [
+                    FERRY, "node", "run", "--manifests", manifests, "--node", n, "--state", state,
+                    "--uplink", "eth0", "--metrics", "127.0.0.1:9091",
+                ],
+            )
+            .expect("ferry node run");
+        daemons.push((*n, child));
+    }
+    for (n, c) in &mut daemons {
+        let t0 = Instant::now();
+        while !c.output().contains("forwarding on") {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20) && c.is_running(),
+                "ferry on {n} did not start:\n{}",
+                c.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    daemons
+}
+
+/// A node daemon's metrics text.
+pub fn metrics(lab: &Lab, node: &str) -> String {
+    lab.exec_ok(
+        node,
+        [
+            "python3",
+            "-c",
+            "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9091/metrics').read().decode())",
+        ],
+    )
+    .unwrap_or_default()
+}
+
+/// The value of one un-labelled-or-labelled metric line's first match, if any.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
