@@ -6,7 +6,9 @@
 //!
 //! - An address from [`crate::ipam`] with the pod's handle `namespace/name`, honouring the pod's
 //!   (then namespace's) `cni.projectcalico.org/ipv4pools` and the pod's
-//!   `cni.projectcalico.org/ipAddrs`, read from the manifests of the network config.
+//!   `cni.projectcalico.org/ipAddrs`, read from the manifests of the network config. With
+//!   `"datastore": "kubernetes"` the address comes from [`crate::kube_ipam`] (Calico's IPAM
+//!   objects in the API server) instead of `STATE/ipam.json`.
 //! - A veth pair: the host side `cali` + the first 11 hex digits of sha1(`namespace.pod`), MAC
 //!   `ee:ee:ee:ee:ee:ee`, `proxy_arp=1`, `proxy_delay=0`, up, and a host route `IP/32 dev cali…`;
 //!   the pod side created directly inside `CNI_NETNS` as `CNI_IFNAME` (so no half-moved link

@@ -23,6 +23,11 @@
 //! request is noticed promptly even on an idle watch. One connection per request
 //! (`Connection: close`): a node makes a few requests a minute.
 //!
+//! [`KubeClient`] adds single requests on cluster-scoped resources (GET one object, LIST, POST,
+//! PUT with `metadata.resourceVersion`, DELETE) for [`crate::kube_ipam`]: `404` →
+//! [`ApiError::NotFound`], `409` → [`ApiError::Conflict`], other statuses →
+//! [`ApiError::Status`] with the API's Status message.
+//!
 //! # Configuration
 //!
 //! [`KubeConfig::load`]: an explicit kubeconfig; else in-cluster (`KUBERNETES_SERVICE_HOST`,

@@ -679,4 +679,20 @@ mod tests {
         let e = state_from_objects(&[a, b]).unwrap_err();
         assert!(e.contains("two addresses"), "{e}");
     }
+
+    #[test]
+    fn cni_config_datastore() {
+        use crate::cni::{Datastore, NetConf};
+        let base = r#""cniVersion":"1.0.0","name":"k","type":"ferry-cni""#;
+        let c = NetConf::parse(format!("{{{base}}}").as_bytes()).unwrap();
+        assert_eq!((c.datastore, c.kubeconfig), (Datastore::Manifests, None));
+        let c = NetConf::parse(
+            format!(r#"{{{base},"datastore":"kubernetes","kubeconfig":"/etc/k"}}"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(c.datastore, Datastore::Kubernetes);
+        assert_eq!(c.kubeconfig.as_deref(), Some(Path::new("/etc/k")));
+        let e = NetConf::parse(format!(r#"{{{base},"datastore":"etcd"}}"#).as_bytes()).unwrap_err();
+        assert!(e.to_json("1.0.0").to_string().contains("etcd"), "{e:?}");
+    }
 }
