@@ -6,7 +6,9 @@
 //!
 //! - An address from [`crate::ipam`] with the pod's handle `namespace/name`, honouring the pod's
 //!   (then namespace's) `cni.projectcalico.org/ipv4pools` and the pod's
-//!   `cni.projectcalico.org/ipAddrs`, read from the manifests of the network config.
+//!   `cni.projectcalico.org/ipAddrs`, read from the manifests of the network config. With
+//!   `"datastore": "kubernetes"` the address comes from [`crate::kube_ipam`] (Calico's IPAM
+//!   objects in the API server) instead of `STATE/ipam.json`.
 //! - A veth pair: the host side `cali` + the first 11 hex digits of sha1(`namespace.pod`), MAC
 //!   `ee:ee:ee:ee:ee:ee`, `proxy_arp=1`, `proxy_delay=0`, up, and a host route `IP/32 dev cali…`;
 //!   the pod side created directly inside `CNI_NETNS` as `CNI_IFNAME` (so no half-moved link
@@ -27,7 +29,8 @@
 //! runtime retries, or sends DEL) gets the same address back (IPAM is idempotent per handle) and
 //! replaces the stale veth. DEL is idempotent. Error codes: see [`code`].
 
-use crate::ipam::{pod_handle, pools_from_annotations, AssignRequest, Ipam, IpamError};
+use crate::ipam::{pod_handle, pools_from_annotations, AssignRequest, Ipam, IpamError, IpamStore};
+use crate::kube_ipam::KubeIpam;
 use crate::model::{ObjectMeta, Pod, PodSpec, PodStatus};
 use crate::wep::{WepError, WepStore, WorkloadEndpoint};
 use dataplane::wire::MacAddr;
@@ -186,6 +189,24 @@ pub struct NetConf {
     /// The previous result (CHECK, and chained DEL).
     #[serde(default)]
     pub prev_result: Option<Value>,
+    /// Where IPAM keeps its blocks and handles.
+    #[serde(default)]
+    pub datastore: Datastore,
+    /// The kubeconfig of the `kubernetes` datastore (else in-cluster, `$KUBECONFIG`,
+    /// `~/.kube/config`).
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Where IPAM keeps its state (`"datastore"` of the network configuration).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Datastore {
+    /// `STATE/ipam.json` ([`Ipam`]).
+    #[default]
+    Manifests,
+    /// Calico's IPAMBlock/BlockAffinity/IPAMHandle objects in the API server ([`KubeIpam`]).
+    Kubernetes,
 }
 
 fn default_state() -> PathBuf {
@@ -436,8 +457,12 @@ pub fn result_json(cni_version: &str, wep: &WorkloadEndpoint) -> Value {
     })
 }
 
-fn stores(conf: &NetConf) -> Result<(Ipam, WepStore), CniError> {
-    Ok((Ipam::open(&conf.state)?, WepStore::open(&conf.state)?))
+fn stores(conf: &NetConf) -> Result<(Box<dyn IpamStore>, WepStore), CniError> {
+    let ipam: Box<dyn IpamStore> = match conf.datastore {
+        Datastore::Manifests => Box::new(Ipam::open(&conf.state)?),
+        Datastore::Kubernetes => Box::new(KubeIpam::connect(conf.kubeconfig.as_deref())?),
+    };
+    Ok((ipam, WepStore::open(&conf.state)?))
 }
 
 fn require_pod(env: &Env) -> Result<(String, String), CniError> {
@@ -454,7 +479,7 @@ fn require_pod(env: &Env) -> Result<(String, String), CniError> {
 
 /// Undoes a half-done ADD when dropped armed (an error return or a panic).
 struct AddUndo<'a> {
-    ipam: &'a Ipam,
+    ipam: &'a dyn IpamStore,
     weps: &'a WepStore,
     namespace: String,
     pod: String,
@@ -564,7 +589,7 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
 
     let veth = host_veth_name(&namespace, &pod_name);
     let mut undo = AddUndo {
-        ipam: &ipam,
+        ipam: &*ipam,
         weps: &weps,
         namespace: namespace.clone(),
         pod: pod_name.clone(),

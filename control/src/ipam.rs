@@ -590,3 +590,26 @@ impl Ipam {
         self.read(&lock)
     }
 }
+
+/// The IPAM operations, whichever the datastore: a state directory ([`Ipam`]) or the
+/// Kubernetes API ([`crate::kube_ipam::KubeIpam`]).
+pub trait IpamStore {
+    /// Assigns an address (idempotent per handle).
+    fn assign(&self, req: &AssignRequest<'_>) -> Result<Ipv4Addr, IpamError>;
+    /// Releases `handle`'s address; `None` if it held none.
+    fn release(&self, handle: &str) -> Result<Option<Ipv4Addr>, IpamError>;
+    /// The current state.
+    fn snapshot(&self) -> Result<IpamState, IpamError>;
+}
+
+impl IpamStore for Ipam {
+    fn assign(&self, req: &AssignRequest<'_>) -> Result<Ipv4Addr, IpamError> {
+        Ipam::assign(self, req)
+    }
+    fn release(&self, handle: &str) -> Result<Option<Ipv4Addr>, IpamError> {
+        Ipam::release(self, handle)
+    }
+    fn snapshot(&self) -> Result<IpamState, IpamError> {
+        Ipam::snapshot(self)
+    }
+}

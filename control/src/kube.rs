@@ -23,6 +23,11 @@
 //! request is noticed promptly even on an idle watch. One connection per request
 //! (`Connection: close`): a node makes a few requests a minute.
 //!
+//! [`KubeClient`] adds single requests on cluster-scoped resources (GET one object, LIST, POST,
+//! PUT with `metadata.resourceVersion`, DELETE) for [`crate::kube_ipam`]: `404` →
+//! [`ApiError::NotFound`], `409` → [`ApiError::Conflict`], other statuses →
+//! [`ApiError::Status`] with the API's Status message.
+//!
 //! # Configuration
 //!
 //! [`KubeConfig::load`]: an explicit kubeconfig; else in-cluster (`KUBERNETES_SERVICE_HOST`,
@@ -816,6 +821,11 @@ impl Resource {
         }
     }
 
+    /// Calico's IPAM objects (cluster-scoped), written by [`crate::kube_ipam`]; not watched.
+    pub const IPAM_BLOCKS: Resource = Resource::calico("IPAMBlock", "ipamblocks");
+    pub const BLOCK_AFFINITIES: Resource = Resource::calico("BlockAffinity", "blockaffinities");
+    pub const IPAM_HANDLES: Resource = Resource::calico("IPAMHandle", "ipamhandles");
+
     /// Everything Ferry watches.
     pub fn all() -> Vec<Resource> {
         vec![
@@ -1193,7 +1203,8 @@ impl Backoff {
     }
 }
 
-fn random_unit() -> f64 {
+/// A number in `[0, 1)`, different on every call (for jitter).
+pub(crate) fn random_unit() -> f64 {
     let mut h = RandomState::new().build_hasher();
     h.write_u64(0);
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
@@ -1594,18 +1605,37 @@ impl Client {
 
     /// `GET path` (path and query, without the server's prefix).
     fn get(&self, path: &str, stop: &AtomicBool) -> Result<Response, HttpError> {
+        self.request("GET", path, None, stop)
+    }
+
+    /// `METHOD path`, with a JSON body if given.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        stop: &AtomicBool,
+    ) -> Result<Response, HttpError> {
         let mut stream = self.connect()?;
         let s = &self.config.server;
         let mut req = format!(
-            "GET {}{path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nUser-Agent: ferry\r\nConnection: close\r\n",
+            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nUser-Agent: ferry\r\nConnection: close\r\n",
             s.prefix,
             s.authority()
         );
         if let Some(t) = &self.config.token {
             req.push_str(&format!("Authorization: Bearer {}\r\n", t.value()?));
         }
+        if let Some(b) = body {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            ));
+        }
         req.push_str("\r\n");
-        stream.write_all(req.as_bytes())?;
+        let mut req = req.into_bytes();
+        req.extend_from_slice(body.unwrap_or_default());
+        stream.write_all(&req)?;
         stream.flush()?;
 
         let mut raw = Vec::new();
@@ -1665,6 +1695,147 @@ impl Client {
             .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
         format!("HTTP {status}: {msg}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading and writing single objects (cluster-scoped resources).
+
+/// Why a request on one object (or a plain list) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// `404 Not Found` (the object, or the resource when its CRD is not installed).
+    #[error("{0}")]
+    NotFound(String),
+    /// `409 Conflict`: a create of a name that exists, or a replace with a stale
+    /// `metadata.resourceVersion`.
+    #[error("{0}")]
+    Conflict(String),
+    /// Any other non-2xx status; `message` is the API's Status message (`HTTP 500: …`).
+    #[error("{message}")]
+    Status { code: u16, message: String },
+    /// No status was read (connect, TLS, timeout, framing).
+    #[error("{0}")]
+    Http(#[from] HttpError),
+    /// A 2xx response whose body is not the JSON expected.
+    #[error("{0}")]
+    Protocol(#[from] ProtocolError),
+}
+
+/// A blocking client for single requests: GET one object, LIST (all pages), POST, PUT and
+/// DELETE, on cluster-scoped resources (`/apis/GROUP/VERSION/PLURAL/NAME`). One connection per
+/// request, as the source's.
+pub struct KubeClient {
+    client: Client,
+    stop: AtomicBool,
+}
+
+impl KubeClient {
+    pub fn new(config: KubeConfig) -> KubeClient {
+        KubeClient::with_timing(config, Timing::default())
+    }
+
+    pub fn with_timing(config: KubeConfig, timing: Timing) -> KubeClient {
+        KubeClient {
+            client: Client {
+                config: Arc::new(config),
+                timing,
+            },
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// The server's URL (for messages).
+    pub fn server_url(&self) -> String {
+        let s = &self.client.config.server;
+        let scheme = if s.tls { "https" } else { "http" };
+        format!("{scheme}://{}{}", s.authority(), s.prefix)
+    }
+
+    /// One request; a 2xx body as JSON, anything else as an [`ApiError`].
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, ApiError> {
+        let body = body.map(|b| b.to_string().into_bytes());
+        let resp = self
+            .client
+            .request(method, path, body.as_deref(), &self.stop)?;
+        let status = resp.status;
+        if !(200..300).contains(&status) {
+            let message = self.client.error_message(resp, &self.stop);
+            return Err(match status {
+                404 => ApiError::NotFound(message),
+                409 => ApiError::Conflict(message),
+                code => ApiError::Status { code, message },
+            });
+        }
+        let body = resp
+            .body
+            .read_all(&self.stop, self.client.timing.response_timeout, MAX_BODY)?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::Protocol(ProtocolError(format!(
+                "{method} {path}: the response is not JSON: {e}"
+            )))
+        })
+    }
+
+    fn object_path(resource: &Resource, name: &str) -> String {
+        format!("{}/{}", resource.path(), percent_encode(name))
+    }
+
+    /// `GET` one object.
+    pub fn get(&self, resource: &Resource, name: &str) -> Result<Value, ApiError> {
+        self.call("GET", &KubeClient::object_path(resource, name), None)
+    }
+
+    /// `GET` the whole collection (following `continue`): the items and the list's
+    /// `resourceVersion`.
+    pub fn list(&self, resource: &Resource) -> Result<(Vec<Value>, String), ApiError> {
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut path = format!("{}?limit={PAGE_LIMIT}", resource.path());
+            if let Some(t) = &token {
+                path.push_str(&format!("&continue={}", percent_encode(t)));
+            }
+            let page = self.call("GET", &path, None)?;
+            let bad = |what: &str| ProtocolError(format!("list of {}: {what}", resource.plural));
+            match page.get("items") {
+                Some(Value::Array(a)) => items.extend(a.iter().cloned()),
+                Some(Value::Null) | None => {}
+                Some(_) => return Err(bad("items is not an array").into()),
+            }
+            let meta = &page["metadata"];
+            match meta["continue"].as_str().filter(|c| !c.is_empty()) {
+                Some(c) => token = Some(c.to_string()),
+                None => {
+                    let rv = meta["resourceVersion"].as_str().unwrap_or_default();
+                    return Ok((items, rv.to_string()));
+                }
+            }
+        }
+    }
+
+    /// `POST` a new object (`409` if its name exists); the object as stored.
+    pub fn create(&self, resource: &Resource, object: &Value) -> Result<Value, ApiError> {
+        self.call("POST", &resource.path(), Some(object))
+    }
+
+    /// `PUT` an object over the stored one; `409` unless its `metadata.resourceVersion` is the
+    /// stored one. The object as stored (with its new `resourceVersion`).
+    pub fn replace(&self, resource: &Resource, object: &Value) -> Result<Value, ApiError> {
+        let name = object["metadata"]["name"].as_str().ok_or_else(|| {
+            ProtocolError(format!("{}: replace without metadata.name", resource.kind))
+        })?;
+        let path = KubeClient::object_path(resource, name);
+        self.call("PUT", &path, Some(object))
+    }
+
+    /// `DELETE` one object.
+    pub fn delete(&self, resource: &Resource, name: &str) -> Result<(), ApiError> {
+        self.call("DELETE", &KubeClient::object_path(resource, name), None)
+            .map(drop)
     }
 }
 

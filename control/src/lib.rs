@@ -5,6 +5,7 @@ pub mod cni;
 pub mod compile;
 pub mod ipam;
 pub mod kube;
+pub mod kube_ipam;
 pub mod manifest_dir;
 pub mod metrics;
 pub mod model;
