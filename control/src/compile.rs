@@ -156,6 +156,9 @@ pub fn compile_node(
     Ok(NodeCompiler::new(state, name, inputs)?.spec())
 }
 
+/// The namespace part of the keys of placements that come from workload endpoints.
+const WEP_KEY: &str = "\u{0}wep";
+
 /// A pod as the routes see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PodPlace {
@@ -443,6 +446,39 @@ impl NodeCompiler {
         self.fixed_endpoints = Some(endpoints.to_vec());
     }
 
+    /// Replaces the cluster's workload endpoints as placements (`namespace/pod`, node,
+    /// address): what `ferry-cni` registered on every node. Pods wired by the CNI carry no
+    /// `status.podIP` in the manifests, so this is how an address borrowed from another node's
+    /// block gets its /32 route to the node it lives on.
+    pub fn set_workloads(&mut self, workloads: &[(String, String, Ipv4Addr)]) {
+        let old: Vec<(String, String)> = self
+            .pods
+            .keys()
+            .filter(|k| k.0 == WEP_KEY)
+            .cloned()
+            .collect();
+        for k in old {
+            self.remove_pod(&k);
+        }
+        for (name, node, ip) in workloads {
+            let key = (WEP_KEY.to_string(), name.clone());
+            let Some(b) = self.block_of(*ip) else {
+                continue;
+            };
+            let bs = self.blocks.entry(b).or_default();
+            bs.pods.insert(*ip, node.clone());
+            bs.refresh();
+            // Not a local pod for endpoints: local endpoints come from `set_endpoints`.
+            self.pods.insert(
+                key,
+                PodPlace {
+                    node: node.clone(),
+                    ip: *ip,
+                },
+            );
+        }
+    }
+
     /// Applies one change. `state` is the cluster state after the change (used for the rare
     /// changes that need more than the changed object: pools, FelixConfiguration, resets).
     /// Returns whether this node's tables may have changed.
@@ -521,8 +557,15 @@ impl NodeCompiler {
                     endpoints: self.fixed_endpoints.as_deref(),
                     gateway: self.gateway,
                 };
+                let workloads: Vec<(String, String, Ipv4Addr)> = self
+                    .pods
+                    .iter()
+                    .filter(|(k, _)| k.0 == WEP_KEY)
+                    .map(|(k, p)| (k.1.clone(), p.node.clone(), p.ip))
+                    .collect();
                 let mut next = NodeCompiler::new(state, &self.name, inputs)?;
                 next.use_ipam = self.use_ipam;
+                next.set_workloads(&workloads);
                 for (b, o) in ipam_owners {
                     let bs = next.blocks.entry(b).or_default();
                     bs.ipam_owner = Some(o);

@@ -347,6 +347,18 @@ fn local_endpoints(state: &Path, node: &str) -> Result<Vec<LocalEndpoint>> {
         .collect())
 }
 
+/// Every node's workload endpoints as (namespace/pod, node, address).
+fn workloads(state: &Path) -> Result<Vec<(String, String, Ipv4Addr)>> {
+    let store = wep::WepStore::open(state)
+        .with_context(|| format!("cannot open the workload endpoints in {}", state.display()))?;
+    Ok(store
+        .list()
+        .with_context(|| format!("cannot read the workload endpoints in {}", state.display()))?
+        .into_iter()
+        .map(|w| (w.pod_key(), w.node, w.ip))
+        .collect())
+}
+
 impl ClusterTables {
     fn new(
         feed: (Feed, ClusterState),
@@ -365,8 +377,9 @@ impl ClusterTables {
             endpoints: Some(&endpoints),
             gateway,
         };
-        let compiler = NodeCompiler::new(&cluster, node, inputs)
+        let mut compiler = NodeCompiler::new(&cluster, node, inputs)
             .with_context(|| format!("cannot compile the tables of node {node}"))?;
+        compiler.set_workloads(&workloads(state)?);
         let policy = compile_policy(&cluster, &ipam)
             .context("the cluster's network policies do not compile")?;
         Ok(ClusterTables {
@@ -426,6 +439,7 @@ impl ClusterTables {
             self.compiler.set_ipam(&self.ipam);
             self.compiler
                 .set_endpoints(&local_endpoints(&self.state_dir, &self.node)?);
+            self.compiler.set_workloads(&workloads(&self.state_dir)?);
             stamp = stamp.or_else(|| self.state_fp.iter().map(|f| f.2).max());
             changed = true;
             policy_due = true;

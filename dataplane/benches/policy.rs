@@ -37,8 +37,7 @@ fn pod(i: u8) -> Ipv4Addr {
 }
 
 fn base_tables() -> Tables {
-    let spec =
-        fixtures::study_tables_spec("k8s-w1", EncapMode::Always, EncapMode::Never).unwrap();
+    let spec = fixtures::study_tables_spec("k8s-w1", EncapMode::Always, EncapMode::Never).unwrap();
     Tables::compile(&spec, 1).unwrap()
 }
 
@@ -52,7 +51,9 @@ fn with_rules(t: Tables, rules: usize) -> Tables {
         .map(|i| b.policy(format!("bench/p{i}"), PolicyKind::Kubernetes))
         .collect();
     for k in 0..rules.saturating_sub(1) {
-        let src = b.addr_set(AddrSet::from_addrs([Ipv4Addr::from(0x0a63_0000 + k as u32)]));
+        let src = b.addr_set(AddrSet::from_addrs([Ipv4Addr::from(
+            0x0a63_0000 + k as u32,
+        )]));
         let ports = b.port_set(vec![PortRange {
             proto: Some(6),
             lo: 1000 + (k % 50_000) as u16,
@@ -149,14 +150,21 @@ fn bench(c: &mut Criterion) {
         let mut p = Pipeline::new(7);
         for chunk in syns.chunks(BATCH) {
             let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-            assert_eq!(process(t, &mut p, &refs, &mut buf, 1), refs.len(), "{name}: SYNs pass");
+            assert_eq!(
+                process(t, &mut p, &refs, &mut buf, 1),
+                refs.len(),
+                "{name}: SYNs pass"
+            );
         }
         let mut i = 0;
         g.bench_function(name.as_str(), |b| {
             b.iter(|| {
                 let start = (i * BATCH) % FLOWS;
                 i += 1;
-                let refs: Vec<&[u8]> = acks[start..start + BATCH].iter().map(Vec::as_slice).collect();
+                let refs: Vec<&[u8]> = acks[start..start + BATCH]
+                    .iter()
+                    .map(Vec::as_slice)
+                    .collect();
                 black_box(process(t, &mut p, &refs, &mut buf, 2))
             })
         });
@@ -175,8 +183,10 @@ fn bench(c: &mut Criterion) {
                 let start = (next * BATCH) % FLOWS;
                 let now = 1 + (next / (FLOWS / BATCH)) as u64 * 200_000_000_000;
                 next += 1;
-                let refs: Vec<&[u8]> =
-                    syns[start..start + BATCH].iter().map(Vec::as_slice).collect();
+                let refs: Vec<&[u8]> = syns[start..start + BATCH]
+                    .iter()
+                    .map(Vec::as_slice)
+                    .collect();
                 black_box(process(t, &mut p, &refs, &mut buf, now))
             })
         });

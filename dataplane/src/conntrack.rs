@@ -341,6 +341,26 @@ impl ConnTrack {
         next
     }
 
+    /// Whether a packet starts a new connection over an old one's entry: a SYN (without ACK)
+    /// in the original direction of a closing or closed TCP connection (a reused source port
+    /// within time-wait). Linux re-evaluates such a connection; so must policy.
+    pub fn is_restart(&self, slot: u32, reply: bool, tcp_flags: u8) -> bool {
+        !reply
+            && tcp_flags & TCP_SYN != 0
+            && tcp_flags & TCP_ACK == 0
+            && matches!(
+                self.state(slot),
+                State::TcpFinWait | State::TcpTimeWait | State::TcpClose
+            )
+    }
+
+    /// Forgets a flow.
+    pub fn remove(&mut self, slot: u32) {
+        if let Some(e) = self.slots.get_mut(slot as usize) {
+            *e = Entry::default();
+        }
+    }
+
     /// The policy tag stored with a flow.
     pub fn tag(&self, slot: u32) -> u32 {
         self.slots.get(slot as usize).map_or(0, |e| e.tag)
@@ -444,6 +464,28 @@ mod tests {
         );
         // Time-wait expires after 120 s.
         assert_eq!(ct.lookup(&c, 3600 * S + 121 * S), Lookup::Miss);
+    }
+
+    #[test]
+    fn a_new_syn_on_a_closed_connection_is_a_restart() {
+        let mut ct = ConnTrack::new(64, 1, Timeouts::default());
+        let c = tcp(1, 40000, 2, 80);
+        let s = ct.insert(&c, TCP_SYN, 0, 0).unwrap();
+        ct.update(s, true, TCP_SYN | TCP_ACK, 0);
+        ct.update(s, false, TCP_ACK, 0);
+        assert!(
+            !ct.is_restart(s, false, TCP_SYN),
+            "established: a SYN is not a restart"
+        );
+        ct.update(s, false, TCP_FIN | TCP_ACK, 0);
+        ct.update(s, true, TCP_FIN | TCP_ACK, 0);
+        assert!(ct.is_restart(s, false, TCP_SYN));
+        assert!(
+            !ct.is_restart(s, true, TCP_SYN),
+            "only from the original side"
+        );
+        ct.remove(s);
+        assert_eq!(ct.lookup(&c, S), Lookup::Miss);
     }
 
     #[test]

@@ -382,7 +382,15 @@ impl Pipeline {
                 return Ok(());
             }
         }
-        if let Lookup::Hit { slot, reply } = self.conntrack.lookup(t, now_ns) {
+        let mut hit = self.conntrack.lookup(t, now_ns);
+        if let Lookup::Hit { slot, reply } = hit {
+            if t.proto == PROTO_TCP && self.conntrack.is_restart(slot, reply, f.tcp_flags) {
+                // A reused source port: a new connection, judged again.
+                self.conntrack.remove(slot);
+                hit = Lookup::Miss;
+            }
+        }
+        if let Lookup::Hit { slot, reply } = hit {
             self.conntrack.update(slot, reply, f.tcp_flags, now_ns);
             self.stats.ct_established += 1;
             if f.frag == FragPart::First {

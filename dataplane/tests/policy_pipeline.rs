@@ -28,6 +28,11 @@ fn port(n: &str, i: u8) -> String {
 /// k8s-w1's tables with this policy: w1-1 ("server") accepts TCP 80 from w1-2 only (ingress
 /// isolated); w1-2 ("client") is isolated for ingress with no rule (deny all ingress).
 fn tables() -> Tables {
+    tables_allowing(80)
+}
+
+/// [`tables`] with the server accepting another port from the client.
+fn tables_allowing(server_port: u16) -> Tables {
     let spec = fixtures::study_tables_spec("k8s-w1", EncapMode::Always, EncapMode::Never).unwrap();
     let t = Tables::compile(&spec, 7).unwrap();
     let (server, client) = (pod("k8s-w1", 1), pod("k8s-w1", 2));
@@ -37,8 +42,8 @@ fn tables() -> Tables {
     let from_client = b.addr_set(AddrSet::from_addrs([client]));
     let p80 = b.port_set(vec![PortRange {
         proto: Some(6),
-        lo: 80,
-        hi: 80,
+        lo: server_port,
+        hi: server_port,
     }]);
     let server_in = b.rule_set(RuleSet {
         rules: vec![Rule {
@@ -233,6 +238,35 @@ fn replies_pass_new_reverse_connections_do_not_and_idle_entries_expire() {
     assert_eq!(
         run(&t, &mut p, &udp(client, 5000, server, 80), &cport, 3 * SEC),
         Verdict::Drop(DropReason::PolicyDenied)
+    );
+    // The client closes; reusing its source port for a new connection to :81 (not allowed)
+    // must be judged again, not ride on the old entry.
+    let fin = |from_client: bool| {
+        let (s, sp, d, dp) = if from_client {
+            (client, 40000, server, 80)
+        } else {
+            (server, 80, client, 40000)
+        };
+        let mut f = tcp(s, sp, d, dp, false, true);
+        f[14 + 20 + 13] |= 0x01; // FIN
+        f
+    };
+    assert!(matches!(
+        run(&t, &mut p, &fin(true), &cport, 2 * SEC),
+        Verdict::Tx(_)
+    ));
+    assert!(matches!(
+        run(&t, &mut p, &fin(false), &sport, 2 * SEC),
+        Verdict::Tx(_)
+    ));
+    // The policy changes (the server now takes only :81); the client reuses the closed
+    // connection's source port for a new connection to :80: judged again, denied.
+    let t81 = tables_allowing(81);
+    let reuse = tcp(client, 40000, server, 80, true, false);
+    assert_eq!(
+        run(&t81, &mut p, &reuse, &cport, 3 * SEC),
+        Verdict::Drop(DropReason::PolicyDenied),
+        "a SYN over a closed connection's entry must be judged by policy"
     );
     // Idle: after two hours and a bit the established entry is gone, and the server's next
     // segment is a new (denied) flow at the client's ingress.

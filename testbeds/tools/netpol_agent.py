@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A network-policy test agent for lab pods, as the Kubernetes e2e tests' agnhost is.
 
-  netpol_agent.py serve ADDRESS            serve TCP and UDP on ports 80 and 81 (TCP: a byte,
-                                           UDP: echo); prints "serving" when all four listen
+  netpol_agent.py serve ADDRESS [PORT...]  serve TCP and UDP on the ports (default 80 81; TCP: a
+                                           byte, UDP: echo); prints "serving" when all listen
   netpol_agent.py probe TIMEOUT TARGET...  TARGET = NAME=ADDRESS:PORT/PROTO; probes all at once
                                            and prints one JSON object {NAME: true|false}
 
@@ -40,9 +40,9 @@ class Udp(socketserver.ThreadingMixIn, socketserver.UDPServer):
     daemon_threads = True
 
 
-def serve(addr):
+def serve(addr, ports):
     servers = []
-    for port in (80, 81):
+    for port in ports:
         servers.append(Tcp((addr, port), TcpHandler))
         servers.append(Udp((addr, port), UdpHandler))
     for s in servers:
@@ -87,6 +87,6 @@ def probe(timeout, targets):
 
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
-        serve(sys.argv[2])
+        serve(sys.argv[2], [int(p) for p in sys.argv[3:]] or [80, 81])
     else:
         probe(float(sys.argv[2]), sys.argv[3:])

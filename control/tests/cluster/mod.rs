@@ -116,7 +116,6 @@ pub fn cni(
     child.wait_with_output().expect("ferry-cni")
 }
 
-
 /// Starts `ferry node run --manifests` on each node and waits until every one forwards.
 pub fn start_daemons<'a>(
     lab: &Lab,
@@ -130,8 +129,19 @@ pub fn start_daemons<'a>(
             .spawn_in(
                 n,
                 [
-                    FERRY, "node", "run", "--manifests", manifests, "--node", n, "--state", state,
-                    "--uplink", "eth0", "--metrics", "127.0.0.1:9091",
+                    FERRY,
+                    "node",
+                    "run",
+                    "--manifests",
+                    manifests,
+                    "--node",
+                    n,
+                    "--state",
+                    state,
+                    "--uplink",
+                    "eth0",
+                    "--metrics",
+                    "127.0.0.1:9091",
                 ],
             )
             .expect("ferry node run");
