@@ -309,6 +309,96 @@ pub struct PolicyTables {
     pub rule_sets: Vec<RuleSet>,
     pub addr_sets: Vec<AddrSet>,
     pub port_sets: Vec<Vec<PortRange>>,
+    /// Per rule set (same index): which rules can match a (protocol, port), built by
+    /// [`PolicyTablesBuilder::build`].
+    index: Vec<RuleIndex>,
+}
+
+/// The candidate rules of a rule set for a packet's protocol and destination port, so that a
+/// new connection checks the few rules that name its port (and the rules that name none)
+/// instead of every rule selecting the endpoint. Candidates are rule positions, ascending, so
+/// first-match order (Calico) is kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RuleIndex {
+    /// Rules without a port condition, or with one too wide to list (checked for every packet).
+    any: Vec<u32>,
+    /// (protocol, port) → rules whose `ports` include it.
+    by_port: HashMap<(u8, u16), Vec<u32>>,
+}
+
+/// Port ranges up to this many ports (per protocol) are listed in the index; wider ones are
+/// checked for every packet.
+const INDEX_PORTS_MAX: u32 = 256;
+
+impl RuleIndex {
+    fn build(rs: &RuleSet, port_sets: &[Vec<PortRange>]) -> RuleIndex {
+        let mut ix = RuleIndex::default();
+        for (i, r) in rs.rules.iter().enumerate() {
+            let i = i as u32;
+            let ranges = r.ports.and_then(|id| port_sets.get(id as usize));
+            let listable = ranges.is_some_and(|rs| {
+                rs.iter()
+                    .map(|p| u32::from(p.hi.saturating_sub(p.lo)) + 1)
+                    .sum::<u32>()
+                    <= INDEX_PORTS_MAX
+            });
+            match ranges {
+                Some(ranges) if listable => {
+                    for pr in ranges {
+                        let protos: &[u8] = match pr.proto {
+                            Some(p) => &[p][..],
+                            None => &[PROTO_TCP, PROTO_UDP, PROTO_SCTP, PROTO_UDPLITE][..],
+                        };
+                        for proto in protos {
+                            for port in pr.lo..=pr.hi {
+                                let v = ix.by_port.entry((*proto, port)).or_default();
+                                if v.last() != Some(&i) {
+                                    v.push(i);
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => ix.any.push(i),
+            }
+        }
+        ix
+    }
+
+    /// Calls `f` on each candidate rule position in ascending order until it returns false.
+    fn for_each(&self, proto: u8, port: u16, mut f: impl FnMut(u32) -> bool) {
+        let listed: &[u32] = if has_ports(proto) {
+            self.by_port.get(&(proto, port)).map_or(&[], Vec::as_slice)
+        } else {
+            &[]
+        };
+        let (mut a, mut b) = (0, 0);
+        loop {
+            let next = match (self.any.get(a), listed.get(b)) {
+                (Some(&x), Some(&y)) if x < y => {
+                    a += 1;
+                    x
+                }
+                (Some(&x), Some(&y)) if x == y => {
+                    a += 1;
+                    b += 1;
+                    x
+                }
+                (_, Some(&y)) => {
+                    b += 1;
+                    y
+                }
+                (Some(&x), None) => {
+                    a += 1;
+                    x
+                }
+                (None, None) => return,
+            };
+            if !f(next) {
+                return;
+            }
+        }
+    }
 }
 
 impl PolicyTables {
@@ -369,32 +459,52 @@ impl PolicyTables {
         };
         let (s, d) = (u32::from(src), u32::from(dst));
         let mut passed = None;
-        let mut i = 0;
-        while i < rs.rules.len() {
-            let r = &rs.rules[i];
-            if self.rule_matches(r, s, d, proto, dst_port) {
+        let mut decided = None;
+        let visit =
+            |i: u32, passed: &mut Option<(PolicyId, u32)>, decided: &mut Option<DirVerdict>| {
+                let i = i as usize;
+                // After a Pass, only the Kubernetes tier is left.
+                if passed.is_some() && i < rs.k8s_start {
+                    return true;
+                }
+                let r = &rs.rules[i];
+                if !self.rule_matches(r, s, d, proto, dst_port) {
+                    return true;
+                }
                 match r.action {
                     Action::Allow | Action::Deny => {
-                        return DirVerdict {
+                        *decided = Some(DirVerdict {
                             allowed: r.action == Action::Allow,
                             reason: Reason::Rule {
                                 policy: r.policy,
                                 rule: r.rule,
                                 action: r.action,
                             },
-                        }
+                        });
+                        false
                     }
-                    Action::Log => {}
+                    Action::Log => true,
                     Action::Pass => {
                         if i < rs.k8s_start {
-                            passed = Some((r.policy, r.rule));
-                            i = rs.k8s_start;
-                            continue;
+                            *passed = Some((r.policy, r.rule));
                         }
+                        true
+                    }
+                }
+            };
+        match set.and_then(|id| self.index.get(id as usize)) {
+            Some(ix) => ix.for_each(proto, dst_port, |i| visit(i, &mut passed, &mut decided)),
+            // Tables built without the builder's index: every rule, in order.
+            None => {
+                for i in 0..rs.rules.len() as u32 {
+                    if !visit(i, &mut passed, &mut decided) {
+                        break;
                     }
                 }
             }
-            i += 1;
+        }
+        if let Some(v) = decided {
+            return v;
         }
         let isolating = match passed {
             Some(_) => rs.k8s_policy,
@@ -564,6 +674,11 @@ impl PolicyTablesBuilder {
                 }
             }
         }
+        t.index = t
+            .rule_sets
+            .iter()
+            .map(|rs| RuleIndex::build(rs, &t.port_sets))
+            .collect();
         Ok(self.tables)
     }
 }
