@@ -304,6 +304,8 @@ struct ClusterTables {
     uplink: String,
     node: String,
     ipam: crate::ipam::IpamState,
+    /// In Kubernetes mode, IPAM lives in the API (IPAMBlock objects), read once a second.
+    kube_ipam: Option<(crate::kube_ipam::KubeIpam, Instant)>,
     /// The compiled network policy in force (the last one that compiled).
     policy: Option<Arc<PolicyTables>>,
 }
@@ -367,9 +369,14 @@ impl ClusterTables {
         state: &Path,
         uplink: &str,
         gateway: Option<Ipv4Addr>,
+        kube_ipam: Option<crate::kube_ipam::KubeIpam>,
     ) -> Result<Self> {
         let (feed, cluster) = feed;
-        let ipam = Ipam::open(state)?.snapshot()?;
+        let ipam = match &kube_ipam {
+            Some(k) => crate::ipam::IpamStore::snapshot(k)
+                .context("cannot read IPAM (IPAMBlocks) from the Kubernetes API")?,
+            None => Ipam::open(state)?.snapshot()?,
+        };
         let endpoints = local_endpoints(state, node)?;
         let gateway = gateway.or_else(kernel_default_gateway);
         let inputs = CompileInputs {
@@ -391,6 +398,7 @@ impl ClusterTables {
             uplink: uplink.to_string(),
             node: node.to_string(),
             ipam,
+            kube_ipam: kube_ipam.map(|k| (k, Instant::now())),
             policy: Some(policy),
         })
     }
@@ -433,9 +441,27 @@ impl ClusterTables {
             });
         }
         let fp = state_fingerprint(&self.state_dir);
-        if fp != self.state_fp {
+        let api_ipam = match &mut self.kube_ipam {
+            Some((k, last)) if last.elapsed() >= Duration::from_secs(1) => {
+                *last = Instant::now();
+                match crate::ipam::IpamStore::snapshot(k) {
+                    Ok(s) if s != self.ipam => Some(s),
+                    Ok(_) => None,
+                    Err(e) => {
+                        log(format!("cannot read IPAM from the Kubernetes API: {e}"));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        if fp != self.state_fp || api_ipam.is_some() {
             self.state_fp = fp;
-            self.ipam = Ipam::open(&self.state_dir)?.snapshot()?;
+            self.ipam = match api_ipam {
+                Some(s) => s,
+                None if self.kube_ipam.is_some() => self.ipam.clone(),
+                None => Ipam::open(&self.state_dir)?.snapshot()?,
+            };
             self.compiler.set_ipam(&self.ipam);
             self.compiler
                 .set_endpoints(&local_endpoints(&self.state_dir, &self.node)?);
@@ -694,6 +720,7 @@ pub fn run(opts: NodeOptions) -> Result<()> {
                 state,
                 uplink,
                 *gateway,
+                None,
             )?))
         }
         TablesSource::Kubernetes {
@@ -709,6 +736,10 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             state,
             uplink,
             *gateway,
+            Some(
+                crate::kube_ipam::KubeIpam::connect(kubeconfig.as_deref())
+                    .context("cannot set up IPAM in the Kubernetes API")?,
+            ),
         )?)),
     };
     let mut first = compile(source.current(), &source.origin(), generation)?;
