@@ -533,27 +533,54 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
         ));
     }
 
-    let manifests = conf.manifests.as_deref().ok_or_else(|| {
-        CniError::new(
-            code::INVALID_CONFIG,
-            "invalid network configuration",
-            "\"manifests\" (the cluster's manifest directory) is required for ADD",
-        )
-    })?;
-    let cluster = crate::manifest_dir::load_path(manifests)
-        .map_err(|e| {
-            CniError::new(
-                code::INVALID_CONFIG,
-                "cannot load the cluster manifests",
-                e.to_string(),
-            )
-        })?
-        .state;
+    // The node, the pod's namespace and labels/annotations, the pools: from the API with the
+    // Kubernetes datastore, else from the manifest directory.
+    let (cluster, source) = match conf.datastore {
+        Datastore::Kubernetes => {
+            let client = crate::kube::KubeConfig::load(conf.kubeconfig.as_deref())
+                .map(crate::kube::KubeClient::new)
+                .map_err(|e| {
+                    CniError::new(
+                        code::INVALID_CONFIG,
+                        "cannot configure the Kubernetes client",
+                        e.to_string(),
+                    )
+                })?;
+            let state = crate::kube_ipam::cluster_for_pod(&client, &node, &namespace, &pod_name)
+                .map_err(|e| {
+                    CniError::new(
+                        code::TRY_AGAIN_LATER,
+                        "cannot read the cluster from the Kubernetes API",
+                        e,
+                    )
+                })?;
+            (state, "the Kubernetes API".to_string())
+        }
+        Datastore::Manifests => {
+            let manifests = conf.manifests.as_deref().ok_or_else(|| {
+                CniError::new(
+                    code::INVALID_CONFIG,
+                    "invalid network configuration",
+                    "\"manifests\" (the cluster's manifest directory) is required for ADD",
+                )
+            })?;
+            let cluster = crate::manifest_dir::load_path(manifests)
+                .map_err(|e| {
+                    CniError::new(
+                        code::INVALID_CONFIG,
+                        "cannot load the cluster manifests",
+                        e.to_string(),
+                    )
+                })?
+                .state;
+            (cluster, manifests.display().to_string())
+        }
+    };
     let node_obj = cluster.nodes.get(&node).ok_or_else(|| {
         CniError::new(
             code::INVALID_CONFIG,
             "unknown node",
-            format!("node {node:?} is not in {}", manifests.display()),
+            format!("node {node:?} is not in {source}"),
         )
     })?;
     let pod = cluster

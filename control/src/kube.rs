@@ -1789,6 +1789,23 @@ impl KubeClient {
         self.call("GET", &KubeClient::object_path(resource, name), None)
     }
 
+    /// `GET` one object of a namespaced resource (`/api/v1/namespaces/NS/pods/NAME`).
+    pub fn get_in(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        let base = resource.path();
+        let (prefix, plural) = base.rsplit_once('/').unwrap_or(("", base.as_str()));
+        let path = format!(
+            "{prefix}/namespaces/{}/{plural}/{}",
+            percent_encode(namespace),
+            percent_encode(name)
+        );
+        self.call("GET", &path, None)
+    }
+
     /// `GET` the whole collection (following `continue`): the items and the list's
     /// `resourceVersion`.
     pub fn list(&self, resource: &Resource) -> Result<(Vec<Value>, String), ApiError> {

@@ -149,8 +149,20 @@ fn serve_one(mut conn: TcpStream, shared: &Shared) {
     );
 }
 
+/// Fixed objects served on GET by path (nodes, namespaces, pods, IP pool lists), for the CNI's
+/// view of the cluster.
+static FIXED: Mutex<BTreeMap<String, Value>> = Mutex::new(BTreeMap::new());
+
 fn handle(shared: &Shared, method: &str, target: &str, body: &[u8]) -> (u16, Value) {
     let path = target.split('?').next().unwrap_or_default();
+    if method == "GET" {
+        if let Some(v) = FIXED.lock().unwrap().get(path) {
+            return (200, v.clone());
+        }
+        if path.starts_with("/api/v1/") {
+            return status(404, "NotFound", format!("{path} not found"));
+        }
+    }
     let Some(rest) = path.strip_prefix(PREFIX) else {
         return status(404, "NotFound", format!("{path}: no such path"));
     };
@@ -585,4 +597,66 @@ fn endless_conflicts_give_up() {
         // The bumper may, rarely, leave a window; then the assignment is simply right.
         Ok(ip) => assert_eq!(ip, Ipv4Addr::new(10, 244, 0, 1)),
     }
+}
+
+/// ferry-cni's view of the cluster in the Kubernetes datastore: node labels, the namespace's
+/// and the pod's annotations, the pools — decoded and checked as manifests are; a missing pod is
+/// no error (a pod without annotations), a missing node is.
+#[test]
+fn cni_reads_node_namespace_pod_and_pools_from_the_api() {
+    let api = FakeApi::start();
+    {
+        let mut f = FIXED.lock().unwrap();
+        f.insert(
+            "/api/v1/nodes/n1".into(),
+            json!({"apiVersion": "v1", "kind": "Node",
+                   "metadata": {"name": "n1", "labels": {"zone": "a"}},
+                   "status": {"addresses": [{"type": "InternalIP", "address": "192.168.1.1"}]}}),
+        );
+        f.insert(
+            "/api/v1/namespaces/ext".into(),
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": "ext", "annotations": {"cni.projectcalico.org/ipv4pools": "[\"ext-pool\"]"}}}),
+        );
+        f.insert(
+            "/api/v1/namespaces/ext/pods/web".into(),
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "web", "namespace": "ext", "labels": {"app": "web"},
+                                "annotations": {"cni.projectcalico.org/ipAddrs": "[\"172.18.0.9\"]"}},
+                   "spec": {"nodeName": "n1", "containers": [{"name": "c"}]}}),
+        );
+        // A list as the API serves it: items without apiVersion/kind.
+        f.insert(
+            "/apis/crd.projectcalico.org/v1/ippools".into(),
+            json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "IPPoolList",
+                   "metadata": {"resourceVersion": "7"},
+                   "items": [
+                       {"metadata": {"name": "default"}, "spec": {"cidr": "10.244.0.0/16", "ipipMode": "Always"}},
+                       {"metadata": {"name": "ext-pool"}, "spec": {"cidr": "172.18.0.0/16", "blockSize": 24, "nodeSelector": "!all()"}}
+                   ]}),
+        );
+    }
+    let client = api.client();
+    let state = control::kube_ipam::cluster_for_pod(&client, "n1", "ext", "web").unwrap();
+    assert_eq!(state.nodes["n1"].metadata.labels["zone"], "a");
+    assert_eq!(
+        state.namespaces["ext"].ipv4_pools(),
+        Some(vec!["ext-pool".to_string()])
+    );
+    let pod = &state.pods[&("ext".to_string(), "web".to_string())];
+    assert_eq!(
+        pod.metadata.annotations["cni.projectcalico.org/ipAddrs"],
+        "[\"172.18.0.9\"]"
+    );
+    assert_eq!(state.ip_pools["ext-pool"].spec.block_size, 24);
+    assert_eq!(
+        state.ip_pools["default"].spec.block_size, 26,
+        "Calico's default"
+    );
+    // A pod the API does not know yet: no error, no pod.
+    let state = control::kube_ipam::cluster_for_pod(&client, "n1", "ext", "other").unwrap();
+    assert!(state.pods.is_empty());
+    // An unknown node is an error that says so.
+    let e = control::kube_ipam::cluster_for_pod(&client, "n9", "ext", "web").unwrap_err();
+    assert!(e.contains("n9") && e.contains("does not exist"), "{e}");
 }
