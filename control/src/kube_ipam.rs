@@ -527,6 +527,72 @@ impl IpamStore for KubeIpam {
     }
 }
 
+/// What `ferry-cni` ADD needs of the cluster, read from the API instead of a manifest
+/// directory: the node, the pod's namespace, the pod (absent: no labels or annotations) and the
+/// IP pools, as a [`ClusterState`] (each object decoded and checked as a manifest would be).
+pub fn cluster_for_pod(
+    client: &KubeClient,
+    node: &str,
+    namespace: &str,
+    pod: &str,
+) -> Result<crate::model::ClusterState, String> {
+    use crate::model::{Located, Object, Origin, Parsed};
+    let mut objects: Vec<Object> = Vec::new();
+    let mut add = |mut v: serde_json::Value, api: &str, kind: &str| -> Result<(), String> {
+        if let Some(m) = v.as_object_mut() {
+            m.entry("apiVersion").or_insert_with(|| api.into());
+            m.entry("kind").or_insert_with(|| kind.into());
+        }
+        if let Some(o) = Object::from_json(&v)? {
+            objects.push(o);
+        }
+        Ok(())
+    };
+    let one = |r: Result<serde_json::Value, crate::kube::ApiError>, what: String| match r {
+        Ok(v) => Ok(Some(v)),
+        Err(crate::kube::ApiError::NotFound(_)) => Ok(None),
+        Err(e) => Err(format!("{what}: {e}")),
+    };
+    let n = one(client.get(&Resource::NODES, node), format!("node {node}"))?
+        .ok_or_else(|| format!("node {node:?} does not exist in the cluster"))?;
+    add(n, "v1", "Node").map_err(|e| format!("node {node}: {e}"))?;
+    if let Some(v) = one(
+        client.get(&Resource::NAMESPACES, namespace),
+        format!("namespace {namespace}"),
+    )? {
+        add(v, "v1", "Namespace").map_err(|e| format!("namespace {namespace}: {e}"))?;
+    }
+    if let Some(v) = one(
+        client.get_in(&Resource::PODS, namespace, pod),
+        format!("pod {namespace}/{pod}"),
+    )? {
+        add(v, "v1", "Pod").map_err(|e| format!("pod {namespace}/{pod}: {e}"))?;
+    }
+    let (pools, _) = client
+        .list(&Resource::IP_POOLS)
+        .map_err(|e| format!("IPPools: {e}"))?;
+    for p in pools {
+        add(p, "crd.projectcalico.org/v1", "IPPool").map_err(|e| format!("IPPool: {e}"))?;
+    }
+    let parsed = Parsed {
+        objects: objects
+            .into_iter()
+            .map(|object| Located {
+                origin: Origin {
+                    file: "kubernetes".into(),
+                    document: 0,
+                    item: None,
+                },
+                object,
+            })
+            .collect(),
+        warnings: Vec::new(),
+    };
+    crate::model::ClusterState::from_parsed(parsed)
+        .map(|l| l.state)
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -695,70 +761,4 @@ mod tests {
         let e = NetConf::parse(format!(r#"{{{base},"datastore":"etcd"}}"#).as_bytes()).unwrap_err();
         assert!(e.to_json("1.0.0").to_string().contains("etcd"), "{e:?}");
     }
-}
-
-/// What `ferry-cni` ADD needs of the cluster, read from the API instead of a manifest
-/// directory: the node, the pod's namespace, the pod (absent: no labels or annotations) and the
-/// IP pools, as a [`ClusterState`] (each object decoded and checked as a manifest would be).
-pub fn cluster_for_pod(
-    client: &KubeClient,
-    node: &str,
-    namespace: &str,
-    pod: &str,
-) -> Result<crate::model::ClusterState, String> {
-    use crate::model::{Located, Object, Origin, Parsed};
-    let mut objects: Vec<Object> = Vec::new();
-    let mut add = |mut v: serde_json::Value, api: &str, kind: &str| -> Result<(), String> {
-        if let Some(m) = v.as_object_mut() {
-            m.entry("apiVersion").or_insert_with(|| api.into());
-            m.entry("kind").or_insert_with(|| kind.into());
-        }
-        if let Some(o) = Object::from_json(&v)? {
-            objects.push(o);
-        }
-        Ok(())
-    };
-    let one = |r: Result<serde_json::Value, crate::kube::ApiError>, what: String| match r {
-        Ok(v) => Ok(Some(v)),
-        Err(crate::kube::ApiError::NotFound(_)) => Ok(None),
-        Err(e) => Err(format!("{what}: {e}")),
-    };
-    let n = one(client.get(&Resource::NODES, node), format!("node {node}"))?
-        .ok_or_else(|| format!("node {node:?} does not exist in the cluster"))?;
-    add(n, "v1", "Node").map_err(|e| format!("node {node}: {e}"))?;
-    if let Some(v) = one(
-        client.get(&Resource::NAMESPACES, namespace),
-        format!("namespace {namespace}"),
-    )? {
-        add(v, "v1", "Namespace").map_err(|e| format!("namespace {namespace}: {e}"))?;
-    }
-    if let Some(v) = one(
-        client.get_in(&Resource::PODS, namespace, pod),
-        format!("pod {namespace}/{pod}"),
-    )? {
-        add(v, "v1", "Pod").map_err(|e| format!("pod {namespace}/{pod}: {e}"))?;
-    }
-    let (pools, _) = client
-        .list(&Resource::IP_POOLS)
-        .map_err(|e| format!("IPPools: {e}"))?;
-    for p in pools {
-        add(p, "crd.projectcalico.org/v1", "IPPool").map_err(|e| format!("IPPool: {e}"))?;
-    }
-    let parsed = Parsed {
-        objects: objects
-            .into_iter()
-            .map(|object| Located {
-                origin: Origin {
-                    file: "kubernetes".into(),
-                    document: 0,
-                    item: None,
-                },
-                object,
-            })
-            .collect(),
-        warnings: Vec::new(),
-    };
-    crate::model::ClusterState::from_parsed(parsed)
-        .map(|l| l.state)
-        .map_err(|e| e.to_string())
 }
