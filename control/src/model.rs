@@ -1489,27 +1489,50 @@ impl ClusterState {
     pub fn from_parsed(parsed: Parsed) -> Result<Loaded, LoadError> {
         let mut s = ClusterState::default();
         for Located { origin, object } in parsed.objects {
-            let key = object.key();
-            let ns = key.namespace.clone().unwrap_or_default();
-            let name = key.name.clone();
-            match object {
-                Object::Node(o) => drop(s.nodes.insert(name, o)),
-                Object::Namespace(o) => drop(s.namespaces.insert(name, o)),
-                Object::Pod(o) => drop(s.pods.insert((ns, name), o)),
-                Object::Deployment(o) => drop(s.deployments.insert((ns, name), o)),
-                Object::NetworkPolicy(o) => drop(s.network_policies.insert((ns, name), o)),
-                Object::IpPool(o) => drop(s.ip_pools.insert(name, o)),
-                Object::FelixConfiguration(o) => drop(s.felix_configurations.insert(name, o)),
-                Object::CalicoNetworkPolicy(o) => {
-                    drop(s.calico_network_policies.insert((ns, name), o))
-                }
-                Object::GlobalNetworkPolicy(o) => drop(s.global_network_policies.insert(name, o)),
-            }
-            s.origins.insert(key, origin);
+            s.insert(object, origin);
         }
         let mut warnings = parsed.warnings;
         s.check(&mut warnings)?;
         Ok(Loaded { state: s, warnings })
+    }
+
+    /// Puts one object in (replacing any with the same key), without the cross-object checks
+    /// of [`ClusterState::from_parsed`].
+    pub fn insert(&mut self, object: Object, origin: Origin) {
+        let key = object.key();
+        let ns = key.namespace.clone().unwrap_or_default();
+        let name = key.name.clone();
+        match object {
+            Object::Node(o) => drop(self.nodes.insert(name, o)),
+            Object::Namespace(o) => drop(self.namespaces.insert(name, o)),
+            Object::Pod(o) => drop(self.pods.insert((ns, name), o)),
+            Object::Deployment(o) => drop(self.deployments.insert((ns, name), o)),
+            Object::NetworkPolicy(o) => drop(self.network_policies.insert((ns, name), o)),
+            Object::IpPool(o) => drop(self.ip_pools.insert(name, o)),
+            Object::FelixConfiguration(o) => drop(self.felix_configurations.insert(name, o)),
+            Object::CalicoNetworkPolicy(o) => {
+                drop(self.calico_network_policies.insert((ns, name), o))
+            }
+            Object::GlobalNetworkPolicy(o) => drop(self.global_network_policies.insert(name, o)),
+        }
+        self.origins.insert(key, origin);
+    }
+
+    /// Takes one object out (no error if it is not there).
+    pub fn remove(&mut self, k: &ObjectKey) {
+        let nn = (k.namespace.clone().unwrap_or_default(), k.name.clone());
+        match k.kind {
+            Kind::Node => drop(self.nodes.remove(&k.name)),
+            Kind::Namespace => drop(self.namespaces.remove(&k.name)),
+            Kind::Pod => drop(self.pods.remove(&nn)),
+            Kind::Deployment => drop(self.deployments.remove(&nn)),
+            Kind::NetworkPolicy => drop(self.network_policies.remove(&nn)),
+            Kind::IpPool => drop(self.ip_pools.remove(&k.name)),
+            Kind::FelixConfiguration => drop(self.felix_configurations.remove(&k.name)),
+            Kind::CalicoNetworkPolicy => drop(self.calico_network_policies.remove(&nn)),
+            Kind::GlobalNetworkPolicy => drop(self.global_network_policies.remove(&k.name)),
+        }
+        self.origins.remove(k);
     }
 
     /// Parses and loads a YAML stream.

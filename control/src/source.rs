@@ -48,8 +48,15 @@ pub fn apply_changes(
     if simple {
         for c in changes {
             match c {
-                Change::Applied(o) => put_object(state, o.clone(), origin),
-                Change::Deleted(k) => remove_object(state, k),
+                Change::Applied(o) => state.insert(
+                    o.clone(),
+                    Origin {
+                        file: origin.to_string(),
+                        document: 0,
+                        item: None,
+                    },
+                ),
+                Change::Deleted(k) => state.remove(k),
                 Change::Reset { .. } => unreachable!("excluded above"),
             }
         }
@@ -175,48 +182,6 @@ pub fn diff(old: &ClusterState, new: &ClusterState) -> Vec<Change> {
         }
     }
     out
-}
-
-fn put_object(s: &mut ClusterState, object: Object, origin: &str) {
-    let key = object.key();
-    let ns = key.namespace.clone().unwrap_or_default();
-    let name = key.name.clone();
-    match object {
-        Object::Node(o) => drop(s.nodes.insert(name, o)),
-        Object::Namespace(o) => drop(s.namespaces.insert(name, o)),
-        Object::Pod(o) => drop(s.pods.insert((ns, name), o)),
-        Object::Deployment(o) => drop(s.deployments.insert((ns, name), o)),
-        Object::NetworkPolicy(o) => drop(s.network_policies.insert((ns, name), o)),
-        Object::IpPool(o) => drop(s.ip_pools.insert(name, o)),
-        Object::FelixConfiguration(o) => drop(s.felix_configurations.insert(name, o)),
-        Object::CalicoNetworkPolicy(o) => drop(s.calico_network_policies.insert((ns, name), o)),
-        Object::GlobalNetworkPolicy(o) => drop(s.global_network_policies.insert(name, o)),
-    }
-    s.origins.insert(
-        key,
-        Origin {
-            file: origin.to_string(),
-            document: 0,
-            item: None,
-        },
-    );
-}
-
-fn remove_object(s: &mut ClusterState, k: &ObjectKey) {
-    let ns = k.namespace.clone().unwrap_or_default();
-    let nn = (ns, k.name.clone());
-    match k.kind {
-        Kind::Node => drop(s.nodes.remove(&k.name)),
-        Kind::Namespace => drop(s.namespaces.remove(&k.name)),
-        Kind::Pod => drop(s.pods.remove(&nn)),
-        Kind::Deployment => drop(s.deployments.remove(&nn)),
-        Kind::NetworkPolicy => drop(s.network_policies.remove(&nn)),
-        Kind::IpPool => drop(s.ip_pools.remove(&k.name)),
-        Kind::FelixConfiguration => drop(s.felix_configurations.remove(&k.name)),
-        Kind::CalicoNetworkPolicy => drop(s.calico_network_policies.remove(&nn)),
-        Kind::GlobalNetworkPolicy => drop(s.global_network_policies.remove(&k.name)),
-    }
-    s.origins.remove(k);
 }
 
 #[cfg(test)]
