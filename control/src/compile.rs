@@ -405,22 +405,23 @@ impl NodeCompiler {
         let (Some(node), Some(ip)) = (&pod.spec.node_name, pod.status.pod_ip) else {
             return;
         };
+        let local = *node == self.name;
+        self.place(key, node.clone(), ip, local);
+    }
+
+    /// Records a placement: the address in its block (owner and borrowed list refreshed), and
+    /// the key in the local pods when `local`.
+    fn place(&mut self, key: (String, String), node: String, ip: Ipv4Addr, local: bool) {
         let Some(b) = self.block_of(ip) else {
             return;
         };
         let bs = self.blocks.entry(b).or_default();
         bs.pods.insert(ip, node.clone());
         bs.refresh();
-        if *node == self.name {
+        if local {
             self.local_pods.insert(key.clone());
         }
-        self.pods.insert(
-            key,
-            PodPlace {
-                node: node.clone(),
-                ip,
-            },
-        );
+        self.pods.insert(key, PodPlace { node, ip });
     }
 
     /// Replaces the IPAM state (blocks and their affinities).
@@ -461,21 +462,8 @@ impl NodeCompiler {
             self.remove_pod(&k);
         }
         for (name, node, ip) in workloads {
-            let key = (WEP_KEY.to_string(), name.clone());
-            let Some(b) = self.block_of(*ip) else {
-                continue;
-            };
-            let bs = self.blocks.entry(b).or_default();
-            bs.pods.insert(*ip, node.clone());
-            bs.refresh();
-            // Not a local pod for endpoints: local endpoints come from `set_endpoints`.
-            self.pods.insert(
-                key,
-                PodPlace {
-                    node: node.clone(),
-                    ip: *ip,
-                },
-            );
+            // Never a local pod: local endpoints come from `set_endpoints`.
+            self.place((WEP_KEY.to_string(), name.clone()), node.clone(), *ip, false);
         }
     }
 

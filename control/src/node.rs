@@ -332,33 +332,27 @@ fn state_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
 
 const IPAM_FILE: &str = "ipam.json";
 
-/// The node's workload endpoints as the compiler takes them.
-fn local_endpoints(state: &Path, node: &str) -> Result<Vec<LocalEndpoint>> {
-    let store = wep::WepStore::open(state)
-        .with_context(|| format!("cannot open the workload endpoints in {}", state.display()))?;
-    Ok(store
-        .of_node(node)
-        .with_context(|| format!("cannot read the workload endpoints in {}", state.display()))?
-        .into_iter()
+/// The workload endpoints `ferry-cni` registered, read once: this node's as the compiler's
+/// local endpoints, and every node's as placements (namespace/pod, node, address).
+fn workload_endpoints(
+    state: &Path,
+    node: &str,
+) -> Result<(Vec<LocalEndpoint>, Vec<(String, String, Ipv4Addr)>)> {
+    let all = wep::WepStore::open(state)
+        .and_then(|s| s.list())
+        .with_context(|| format!("cannot read the workload endpoints in {}", state.display()))?;
+    let local = all
+        .iter()
+        .filter(|w| w.node == node)
         .map(|w| LocalEndpoint {
-            name: format!("{}/{}", w.namespace, w.pod),
+            name: w.pod_key(),
             address: w.ip,
             port: w.interface.clone(),
             mac: w.mac,
         })
-        .collect())
-}
-
-/// Every node's workload endpoints as (namespace/pod, node, address).
-fn workloads(state: &Path) -> Result<Vec<(String, String, Ipv4Addr)>> {
-    let store = wep::WepStore::open(state)
-        .with_context(|| format!("cannot open the workload endpoints in {}", state.display()))?;
-    Ok(store
-        .list()
-        .with_context(|| format!("cannot read the workload endpoints in {}", state.display()))?
-        .into_iter()
-        .map(|w| (w.pod_key(), w.node, w.ip))
-        .collect())
+        .collect();
+    let placements = all.into_iter().map(|w| (w.pod_key(), w.node, w.ip)).collect();
+    Ok((local, placements))
 }
 
 impl ClusterTables {
@@ -377,7 +371,7 @@ impl ClusterTables {
                 .context("cannot read IPAM (IPAMBlocks) from the Kubernetes API")?,
             None => Ipam::open(state)?.snapshot()?,
         };
-        let endpoints = local_endpoints(state, node)?;
+        let (endpoints, placements) = workload_endpoints(state, node)?;
         let gateway = gateway.or_else(kernel_default_gateway);
         let inputs = CompileInputs {
             ipam: Some(&ipam),
@@ -386,7 +380,7 @@ impl ClusterTables {
         };
         let mut compiler = NodeCompiler::new(&cluster, node, inputs)
             .with_context(|| format!("cannot compile the tables of node {node}"))?;
-        compiler.set_workloads(&workloads(state)?);
+        compiler.set_workloads(&placements);
         let policy = compile_policy(&cluster, &ipam)
             .context("the cluster's network policies do not compile")?;
         Ok(ClusterTables {
@@ -463,9 +457,9 @@ impl ClusterTables {
                 None => Ipam::open(&self.state_dir)?.snapshot()?,
             };
             self.compiler.set_ipam(&self.ipam);
-            self.compiler
-                .set_endpoints(&local_endpoints(&self.state_dir, &self.node)?);
-            self.compiler.set_workloads(&workloads(&self.state_dir)?);
+            let (endpoints, placements) = workload_endpoints(&self.state_dir, &self.node)?;
+            self.compiler.set_endpoints(&endpoints);
+            self.compiler.set_workloads(&placements);
             stamp = stamp.or_else(|| self.state_fp.iter().map(|f| f.2).max());
             changed = true;
             policy_due = true;
