@@ -463,7 +463,12 @@ impl NodeCompiler {
         }
         for (name, node, ip) in workloads {
             // Never a local pod: local endpoints come from `set_endpoints`.
-            self.place((WEP_KEY.to_string(), name.clone()), node.clone(), *ip, false);
+            self.place(
+                (WEP_KEY.to_string(), name.clone()),
+                node.clone(),
+                *ip,
+                false,
+            );
         }
     }
 

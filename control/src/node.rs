@@ -332,12 +332,12 @@ fn state_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
 
 const IPAM_FILE: &str = "ipam.json";
 
+/// A workload's `namespace/pod`, node and address.
+type Placement = (String, String, Ipv4Addr);
+
 /// The workload endpoints `ferry-cni` registered, read once: this node's as the compiler's
 /// local endpoints, and every node's as placements (namespace/pod, node, address).
-fn workload_endpoints(
-    state: &Path,
-    node: &str,
-) -> Result<(Vec<LocalEndpoint>, Vec<(String, String, Ipv4Addr)>)> {
+fn workload_endpoints(state: &Path, node: &str) -> Result<(Vec<LocalEndpoint>, Vec<Placement>)> {
     let all = wep::WepStore::open(state)
         .and_then(|s| s.list())
         .with_context(|| format!("cannot read the workload endpoints in {}", state.display()))?;
@@ -351,7 +351,10 @@ fn workload_endpoints(
             mac: w.mac,
         })
         .collect();
-    let placements = all.into_iter().map(|w| (w.pod_key(), w.node, w.ip)).collect();
+    let placements = all
+        .into_iter()
+        .map(|w| (w.pod_key(), w.node, w.ip))
+        .collect();
     Ok((local, placements))
 }
 

@@ -14,7 +14,6 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use testbeds::{Lab, UpOptions};
 
 #[path = "cluster/mod.rs"]
 mod cluster;
@@ -37,31 +36,11 @@ fn http_ok(netns: &str, to: Ipv4Addr) -> bool {
 
 #[test]
 fn external_pool_walkthrough() {
-    if !runnable() {
+    let Some(mut cl) = ClusterLab::up("xp") else {
         return;
-    }
-    let topo = topology();
-    let id = format!("xp{}", std::process::id() % 10000);
-    let lab = Lab::up(
-        &topo,
-        &UpOptions {
-            replace: true,
-            ..UpOptions::with_id(&id)
-        },
-    )
-    .expect("lab up");
-    let base = std::env::temp_dir().join(format!("ferry-xp-{}", std::process::id()));
-    let (manifests, state) = (base.join("manifests"), base.join("state"));
-    let mut guard = Guard {
-        netns: Vec::new(),
-        children: Vec::new(),
-        dirs: vec![base.clone()],
     };
-    std::fs::create_dir_all(&manifests).expect("manifest dir");
-
-    // The cluster: the nodes and the default pool as files, then the study's manifests with
-    // `ferry apply -f`, verbatim.
-    std::fs::write(manifests.join("00-nodes.yaml"), nodes_yaml(&topo)).expect("nodes");
+    let (lab, guard) = (&cl.lab, &mut cl.guard);
+    let (base, manifests, state) = (cl.base.clone(), cl.manifests.clone(), cl.state.clone());
     std::fs::copy(
         Path::new(STUDY).join("01-default-pool.yaml"),
         manifests.join("01-default-pool.yaml"),
@@ -101,7 +80,7 @@ fn external_pool_walkthrough() {
     // Ferry on the workers, from the manifest directory and the shared state.
     let s = state.to_str().expect("utf-8 path");
     let workers = ["k8s-w1", "k8s-w2", "k8s-w0"];
-    let daemons = start_daemons(&lab, &workers, m, s);
+    let daemons = start_daemons(lab, &workers, m, s);
 
     // Kubelet: one nginx replica per worker, wired by ferry-cni.
     let cluster = ManifestDir::existing(&manifests)
@@ -132,7 +111,7 @@ fn external_pool_walkthrough() {
             .expect("ip netns add")
             .success());
         guard.netns.push(netns.clone());
-        let out = cni(&lab, node, "ADD", ("external-ns", pod), &netns, &conf(node));
+        let out = cni(lab, node, "ADD", ("external-ns", pod), &netns, &conf(node));
         let result: Value = serde_json::from_slice(&out.stdout).expect("CNI result JSON");
         assert!(out.status.success(), "ADD {pod} on {node}: {result}");
         let addr = result["ips"][0]["address"]
@@ -432,12 +411,10 @@ fn external_pool_walkthrough() {
 
     // DEL every pod: addresses released, endpoints gone.
     for (pod, node, netns, _) in &placed {
-        let out = cni(&lab, node, "DEL", ("external-ns", pod), netns, &conf(node));
+        let out = cni(lab, node, "DEL", ("external-ns", pod), netns, &conf(node));
         assert!(out.status.success(), "DEL {pod}: {:?}", out);
     }
     let after = Ipam::open(&state).expect("ipam").snapshot().expect("state");
     assert_eq!(after.used(), 0, "every address released: {after:?}");
     drop(daemons);
-    drop(guard);
-    drop(lab);
 }

@@ -19,7 +19,7 @@ use cluster::*;
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use testbeds::{Lab, UpOptions};
+use testbeds::Lab;
 
 const AGENT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -91,34 +91,17 @@ fn wait_published(lab: &Lab, before: &[f64]) {
 
 #[test]
 fn every_case_matches_offline_and_on_the_wire() {
-    if !runnable() {
+    let Some(mut cl) = ClusterLab::up("np") else {
         return;
-    }
-    let topo = topology();
-    let id = format!("np{}", std::process::id() % 10000);
-    let lab = Lab::up(
-        &topo,
-        &UpOptions {
-            replace: true,
-            ..UpOptions::with_id(&id)
-        },
-    )
-    .expect("lab up");
-    let base = std::env::temp_dir().join(format!("ferry-np-{}", std::process::id()));
-    let (manifests, state) = (base.join("manifests"), base.join("state"));
-    let mut guard = Guard {
-        netns: Vec::new(),
-        children: Vec::new(),
-        dirs: vec![base.clone()],
     };
-    std::fs::create_dir_all(&manifests).expect("manifest dir");
-    std::fs::write(manifests.join("00-nodes.yaml"), nodes_yaml(&topo)).expect("nodes");
+    let (lab, guard) = (&cl.lab, &mut cl.guard);
+    let (base, manifests, state) = (cl.base.clone(), cl.manifests.clone(), cl.state.clone());
     std::fs::write(manifests.join("01-cluster.yaml"), cluster_manifests()).expect("cluster");
     let (m, s) = (
         manifests.to_str().expect("utf-8"),
         state.to_str().expect("utf-8"),
     );
-    let _daemons = start_daemons(&lab, &WORKERS, m, s);
+    let _daemons = start_daemons(lab, &WORKERS, m, s);
 
     // Kubelet: the nine pods, round robin over the nodes, each serving 80/81 TCP/UDP.
     let mut pods: Vec<(String, String)> = Vec::new(); // (ns/pod, netns)
@@ -146,7 +129,7 @@ fn every_case_matches_offline_and_on_the_wire() {
             "manifests": m, "state": s, "nodename": node, "mtu": 1480
         })
         .to_string();
-        let out = cni(&lab, node, "ADD", (ns, pod), &netns, &conf);
+        let out = cni(lab, node, "ADD", (ns, pod), &netns, &conf);
         assert!(out.status.success(), "ADD {ns}/{pod}: {out:?}");
         let ip = netpol::pod_ip(ns, pod);
         // Every port some case probes (80 and 81, and the endPort cases' 90 and 91).
@@ -227,11 +210,11 @@ fn every_case_matches_offline_and_on_the_wire() {
     for case in netpol::cases() {
         let file = base.join(format!("{}.yaml", case.name));
         std::fs::write(&file, &case.policies).expect("write the case");
-        let before = generations(&lab);
+        let before = generations(lab);
         let f = file.to_str().expect("utf-8");
         if !case.policies.trim().is_empty() {
             ok(&ferry(&["apply", "-f", f, "--manifests", m]), "ferry apply");
-            wait_published(&lab, &before);
+            wait_published(lab, &before);
         }
         let ports: Vec<(u16, &str)> = case.probes.iter().map(|r| (r.port, r.protocol)).collect();
         let wire = probe(&ports);
@@ -274,12 +257,12 @@ fn every_case_matches_offline_and_on_the_wire() {
             }
         }
         if !case.policies.trim().is_empty() {
-            let before = generations(&lab);
+            let before = generations(lab);
             ok(
                 &ferry(&["delete", "-f", f, "--manifests", m]),
                 "ferry delete",
             );
-            wait_published(&lab, &before);
+            wait_published(lab, &before);
         }
     }
     assert!(
@@ -288,6 +271,4 @@ fn every_case_matches_offline_and_on_the_wire() {
         failures.len(),
         failures.join("\n")
     );
-    drop(guard);
-    drop(lab);
 }

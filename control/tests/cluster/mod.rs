@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use testbeds::{Lab, LabChild, Topology};
+use testbeds::{Lab, LabChild, Topology, UpOptions};
 
 pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 pub const CNI: &str = env!("CARGO_BIN_EXE_ferry-cni");
@@ -179,4 +179,60 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .filter(|l| l.starts_with(name))
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// A cluster lab: the study lab's nodes and router, a manifest directory (with the Node
+/// objects) and a state directory, and a guard for what the test adds. Fields drop in order:
+/// the guard (pods, servers, directories) before the lab.
+pub struct ClusterLab {
+    pub guard: Guard,
+    pub lab: Lab,
+    pub topo: Topology,
+    pub base: PathBuf,
+    pub manifests: PathBuf,
+    pub state: PathBuf,
+}
+
+impl ClusterLab {
+    /// Brings the lab up under a unique id made from `tag`; `None` when labs cannot run here
+    /// and FERRY_LAB_SKIP says to skip.
+    pub fn up(tag: &str) -> Option<ClusterLab> {
+        if !runnable() {
+            return None;
+        }
+        let topo = topology();
+        let id = format!("{tag}{}", std::process::id() % 10000);
+        let lab = Lab::up(
+            &topo,
+            &UpOptions {
+                replace: true,
+                ..UpOptions::with_id(&id)
+            },
+        )
+        .expect("lab up");
+        let base = std::env::temp_dir().join(format!("ferry-{tag}-{}", std::process::id()));
+        let (manifests, state) = (base.join("manifests"), base.join("state"));
+        std::fs::create_dir_all(&manifests).expect("manifest dir");
+        std::fs::write(manifests.join("00-nodes.yaml"), nodes_yaml(&topo)).expect("nodes");
+        Some(ClusterLab {
+            guard: Guard {
+                netns: Vec::new(),
+                children: Vec::new(),
+                dirs: vec![base.clone()],
+            },
+            lab,
+            topo,
+            base,
+            manifests,
+            state,
+        })
+    }
+
+    /// The manifest and state directories as `&str` for command lines.
+    pub fn dirs(&self) -> (String, String) {
+        (
+            self.manifests.to_str().expect("utf-8").to_string(),
+            self.state.to_str().expect("utf-8").to_string(),
+        )
+    }
 }
