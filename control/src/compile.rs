@@ -325,18 +325,21 @@ impl NodeCompiler {
     /// in a block that already routes to its node changes nothing.
     fn set_pod(&mut self, key: (String, String), pod: Option<&Pod>) -> bool {
         let old = self.pods.get(&key).cloned();
-        let places = |this: &Self, new: Option<&PodPlace>| -> Vec<Ipv4Prefix> {
-            old.iter()
-                .chain(new)
-                .filter_map(|p| this.block_of(p.ip))
-                .collect()
-        };
-        let owners = |this: &Self, blocks: &[Ipv4Prefix]| -> Vec<Option<String>> {
+        let wanted = pod.and_then(|p| Some((p.spec.node_name.clone()?, p.status.pod_ip?)));
+        // The blocks the pod leaves or joins, and their owners before the change.
+        let blocks: Vec<Ipv4Prefix> = old
+            .iter()
+            .map(|o| o.ip)
+            .chain(wanted.as_ref().map(|w| w.1))
+            .filter_map(|ip| self.block_of(ip))
+            .collect();
+        let owners = |this: &Self| -> Vec<Option<String>> {
             blocks
                 .iter()
                 .map(|b| this.blocks.get(b).and_then(|s| s.owner.clone()))
                 .collect()
         };
+        let before = owners(self);
         let special_before = old.as_ref().is_some_and(|p| self.is_special(p));
         match pod {
             Some(p) => self.put_pod(key.clone(), p),
@@ -346,40 +349,8 @@ impl NodeCompiler {
         if old == new {
             return false;
         }
-        let blocks = places(self, new.as_ref());
-        let before: Vec<Option<String>> = {
-            // The owners before the change, recomputed on a copy of the touched blocks.
-            let mut copy: BTreeMap<Ipv4Prefix, BlockState> = blocks
-                .iter()
-                .filter_map(|b| self.blocks.get(b).map(|s| (*b, s.clone())))
-                .collect();
-            if let Some(n) = &new {
-                if let Some(b) = self.block_of(n.ip) {
-                    if let Some(s) = copy.get_mut(&b) {
-                        s.pods.remove(&n.ip);
-                    }
-                }
-            }
-            if let Some(o) = &old {
-                if let Some(b) = self.block_of(o.ip) {
-                    copy.entry(b).or_default().pods.insert(o.ip, o.node.clone());
-                }
-            }
-            blocks
-                .iter()
-                .map(|b| {
-                    copy.get_mut(b).and_then(|s| {
-                        if s.pods.is_empty() && s.ipam_owner.is_none() {
-                            return None;
-                        }
-                        s.refresh();
-                        s.owner.clone()
-                    })
-                })
-                .collect()
-        };
         let special_after = new.as_ref().is_some_and(|p| self.is_special(p));
-        special_before || special_after || before != owners(self, &blocks)
+        special_before || special_after || before != owners(self)
     }
 
     fn remove_pod(&mut self, key: &(String, String)) {
