@@ -211,6 +211,31 @@ impl Capture {
         }
     }
 
+    /// Captures on `iface` of a namespace the lab did not make (a pod's, made by a CNI), with
+    /// the same tcpdump options as [`crate::Lab::capture`].
+    pub fn in_netns(
+        netns: &str,
+        iface: &str,
+        file: &Path,
+        filter: &[String],
+    ) -> Result<Capture, LabError> {
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            netns,
+            "tcpdump",
+            "--immediate-mode",
+            "-n",
+            "-e",
+            "-U",
+        ])
+        .args(["-Z", "root", "-i", iface, "-w"])
+        .arg(file)
+        .args(filter);
+        Capture::start(cmd, &format!("tcpdump on {netns}:{iface}"), file.to_owned())
+    }
+
     pub fn path(&self) -> &Path {
         &self.file
     }
