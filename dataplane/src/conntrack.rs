@@ -247,7 +247,24 @@ impl ConnTrack {
     /// Finds the flow of a packet.
     #[inline]
     pub fn lookup(&self, t: &FlowTuple, now_ns: u64) -> Lookup {
+        self.lookup_from(self.home(t), t, now_ns)
+    }
+
+    /// The slot where a flow's entry would start, with that slot read so that its cache line is
+    /// on its way in. The pipeline asks for a whole batch before it looks any of them up (as
+    /// DPDK's bulk hash lookups do): the cache misses of 64 packets then overlap instead of
+    /// stalling one after the other. (A read, not a prefetch instruction: no `unsafe`.)
+    #[inline]
+    pub fn home_touched(&self, t: &FlowTuple) -> usize {
         let home = self.home(t);
+        std::hint::black_box(self.slots[home].expires_ns);
+        home
+    }
+
+    /// [`ConnTrack::lookup`] from the slot [`ConnTrack::home_touched`] returned for `t`.
+    #[inline]
+    pub fn lookup_from(&self, home: usize, t: &FlowTuple, now_ns: u64) -> Lookup {
+        let reversed = t.reversed();
         for i in 0..PROBE {
             let s = (home + i) & self.mask;
             let e = &self.slots[s];
@@ -260,7 +277,7 @@ impl ConnTrack {
                     reply: false,
                 };
             }
-            if e.key == t.reversed() {
+            if e.key == reversed {
                 return Lookup::Hit {
                     slot: s as u32,
                     reply: true,

@@ -161,6 +161,7 @@ impl Pipeline {
         let mut adj = [NO_ROUTE; BATCH];
         let mut live = [false; BATCH];
         let mut flows = [Flow::default(); BATCH];
+        let mut homes = [0usize; BATCH];
         let policy = tables.policy.as_deref();
         if policy.is_some() && self.rule_hits_generation != tables.generation {
             // Laid out for this generation's policies (allocates only when tables change).
@@ -181,7 +182,10 @@ impl Pipeline {
                     live[i] = true;
                     if policy.is_some() {
                         match flow_of(&p.frame) {
-                            Some(f) => flows[i] = f,
+                            Some(f) => {
+                                homes[i] = self.conntrack.home_touched(&f.tuple);
+                                flows[i] = f;
+                            }
                             None => {
                                 live[i] = false;
                                 p.verdict = Verdict::Drop(DropReason::FragmentTooSmall);
@@ -200,10 +204,12 @@ impl Pipeline {
         for (i, p) in batch.iter_mut().enumerate() {
             if live[i] {
                 p.verdict = match policy {
-                    Some(pol) => match self.police(tables, pol, p, adj[i], &flows[i], now_ns) {
-                        Ok(()) => self.forward(tables, p, adj[i], now_ns),
-                        Err(r) => Verdict::Drop(r),
-                    },
+                    Some(pol) => {
+                        match self.police(tables, pol, p, adj[i], (&flows[i], homes[i]), now_ns) {
+                            Ok(()) => self.forward(tables, p, adj[i], now_ns),
+                            Err(r) => Verdict::Drop(r),
+                        }
+                    }
                     None => self.forward(tables, p, adj[i], now_ns),
                 };
             }
@@ -350,7 +356,7 @@ impl Pipeline {
         pol: &PolicyTables,
         p: &Packet<'_>,
         adj_index: u32,
-        f: &Flow,
+        (f, home): (&Flow, usize),
         now_ns: u64,
     ) -> Result<(), DropReason> {
         let from_pod = tables.ports[usize::from(p.in_port)].kind == PortKind::Pod;
@@ -382,7 +388,7 @@ impl Pipeline {
                 return Ok(());
             }
         }
-        let mut hit = self.conntrack.lookup(t, now_ns);
+        let mut hit = self.conntrack.lookup_from(home, t, now_ns);
         if let Lookup::Hit { slot, reply } = hit {
             if t.proto == PROTO_TCP && self.conntrack.is_restart(slot, reply, f.tcp_flags) {
                 // A reused source port: a new connection, judged again.
