@@ -303,7 +303,6 @@ impl WgDevice {
             endpoint: p.endpoint,
             mac: p.mac,
         };
-        let n = out.len();
         match p.tunn.encapsulate(packet, out) {
             TunnResult::WriteToNetwork(b) => {
                 let len = b.len();
@@ -317,7 +316,6 @@ impl WgDevice {
                 }
             }
             _ => {
-                let _ = n;
                 p.queued = true;
                 Encapsulated::Queued
             }
@@ -401,11 +399,9 @@ impl WgDevice {
             mac: p.mac,
         };
         let node = p.cfg.node;
-        if kind == 1 || kind == 2 {
-            if !matches!(result, TunnResult::Err(_)) {
-                // Packets queued while the handshake ran go out at the next poll.
-                p.queued = true;
-            }
+        if (kind == 1 || kind == 2) && !matches!(result, TunnResult::Err(_)) {
+            // Packets queued while the handshake ran go out at the next poll.
+            p.queued = true;
         }
         if roamed {
             self.counters.endpoint_changes += 1;
