@@ -697,13 +697,13 @@ fn ensure_wireguard(
     let (Some(w), None, Spec::Cluster(c)) = (&tables.wireguard, &*wg, source) else {
         return Ok(false);
     };
-    let (private, new) = crate::wg_keys::load_or_create(&c.state_dir)
+    let (private, new) = crate::wg_keys::load_or_create(&c.state_dir, &c.node)
         .context("cannot set up the node's WireGuard key")?;
     let public = dataplane::wireguard::WgKey::public_of(&private);
     log(format!(
         "wireguard: {} key {}, public key {}, port {}",
         if new { "generated" } else { "loaded" },
-        crate::wg_keys::key_path(&c.state_dir).display(),
+        crate::wg_keys::key_path(&c.state_dir, &c.node).display(),
         public.to_base64(),
         w.listen_port
     ));

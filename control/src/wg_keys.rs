@@ -1,6 +1,6 @@
 //! A node's WireGuard key pair and its publication, as Calico does it: the private key is
 //! generated once and kept in node-local state readable only by root
-//! (`STATE/wireguard/private.key`, mode 0600, written atomically); the public key goes into the
+//! (`STATE/wireguard/NODE/private.key`, mode 0600, written atomically); the public key goes into the
 //! Node annotation `projectcalico.org/WireguardPublicKey` — through the API server in
 //! Kubernetes mode, through `.ferry/applied.yaml` (what `ferry apply` writes) in the manifest
 //! directory.
@@ -27,16 +27,17 @@ pub enum KeyFileError {
     Exposed { path: PathBuf, mode: u32 },
 }
 
-/// Where the node's private key lives.
-pub fn key_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("wireguard").join("private.key")
+/// Where the node's private key lives: `STATE/wireguard/NODE/private.key` (the node name keeps
+/// keys apart when nodes share a state directory, as the lab's do).
+pub fn key_path(state_dir: &Path, node: &str) -> PathBuf {
+    state_dir.join("wireguard").join(node).join("private.key")
 }
 
 /// The node's private key: read from `STATE/wireguard/private.key`, or generated (32 bytes
 /// from the kernel's random source) and written there with mode 0600 by temp file + fsync +
 /// rename, so a crash never leaves half a key. Returns the key and whether it is new.
-pub fn load_or_create(state_dir: &Path) -> Result<(WgKey, bool), KeyFileError> {
-    let path = key_path(state_dir);
+pub fn load_or_create(state_dir: &Path, node: &str) -> Result<(WgKey, bool), KeyFileError> {
+    let path = key_path(state_dir, node);
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| KeyFileError::Io { path, source }
@@ -62,7 +63,9 @@ pub fn load_or_create(state_dir: &Path) -> Result<(WgKey, bool), KeyFileError> {
     }
     let dir = path.parent().unwrap_or(state_dir).to_path_buf();
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io(&dir))?;
+    for d in [dir.as_path(), dir.parent().unwrap_or(&dir)] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).map_err(io(d))?;
+    }
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
@@ -154,26 +157,28 @@ mod tests {
     fn a_key_is_created_once_private_and_reused() {
         let dir = std::env::temp_dir().join(format!("ferry-wgkey-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let (k1, new1) = load_or_create(&dir).unwrap();
+        let (k1, new1) = load_or_create(&dir, "n1").unwrap();
         assert!(new1);
-        let mode = std::fs::metadata(key_path(&dir))
+        let mode = std::fs::metadata(key_path(&dir, "n1"))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let (k2, new2) = load_or_create(&dir).unwrap();
+        let (k2, new2) = load_or_create(&dir, "n1").unwrap();
         assert!(!new2);
         assert_eq!(k1, k2);
         // A key others can read is refused rather than used.
-        std::fs::set_permissions(key_path(&dir), std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(key_path(&dir, "n1"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
         assert!(matches!(
-            load_or_create(&dir),
+            load_or_create(&dir, "n1"),
             Err(KeyFileError::Exposed { .. })
         ));
-        std::fs::write(key_path(&dir), "not a key").unwrap();
-        std::fs::set_permissions(key_path(&dir), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(key_path(&dir, "n1"), "not a key").unwrap();
+        std::fs::set_permissions(key_path(&dir, "n1"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
         assert!(matches!(
-            load_or_create(&dir),
+            load_or_create(&dir, "n1"),
             Err(KeyFileError::Invalid { .. })
         ));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -1,0 +1,374 @@
+//! WireGuard between Ferry nodes on real namespaces (issue 7's acceptance): the study lab's
+//! workers run `ferry node run --manifests` with FelixConfiguration `wireguardEnabled: true`;
+//! each node generates its key and publishes it as the Node annotation
+//! `projectcalico.org/WireguardPublicKey`; pods wired by `ferry-cni` ping each other and move
+//! 10 MB over TCP with a SHA-256 check across every node pair; tshark on the router's link to
+//! k8s-w1 must see only WireGuard between node addresses (message types 1, 2 and 4) and no pod
+//! address or payload in clear. Then Ferry on a node restarts with a new key (rotation) and the
+//! tunnels come back. Needs root (CI runs as root); FERRY_LAB_SKIP=1 skips knowingly.
+
+use control::compile::WIREGUARD_KEY_ANNOTATION;
+use control::manifest_dir::ManifestDir;
+use serde_json::Value;
+use std::io::BufRead;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "cluster/mod.rs"]
+mod cluster;
+use cluster::*;
+
+const STUDY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/study");
+const TCPCHECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testbeds/tools/tcpcheck.py");
+const BYTES: usize = 10_000_000;
+
+fn ping(netns: &str, to: Ipv4Addr) -> bool {
+    Command::new("ip")
+        .args([
+            "netns", "exec", netns, "ping", "-n", "-q", "-c", "1", "-W", "1",
+        ])
+        .arg(to.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A TCP transfer of `bytes` from `from` to `to` (in `to_ns`): both ends print the byte count
+/// and SHA-256 they saw; Ok when they agree.
+fn tcp(from: &str, to_ns: &str, to: Ipv4Addr, bytes: usize, port: u16) -> Result<(), String> {
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", to_ns, "python3", TCPCHECK, "serve"])
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut lines = std::io::BufReader::new(server.stdout.take().ok_or("stdout")?).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    if first != "listening" {
+        let _ = server.kill();
+        let _ = server.wait();
+        return Err(format!("server: {first:?}"));
+    }
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", from, "timeout", "60", "python3", TCPCHECK, "send",
+        ])
+        .arg(to.to_string())
+        .arg(port.to_string())
+        .arg(bytes.to_string())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let got = lines.next().and_then(Result::ok).unwrap_or_default();
+    let _ = server.kill();
+    let _ = server.wait();
+    let sent = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if sent.is_empty() || sent != got || !sent.starts_with(&bytes.to_string()) {
+        return Err(format!(
+            "sent {sent:?}, received {got:?} {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// The published WireGuard keys of the nodes, from the manifest directory.
+fn published_keys(manifests: &Path) -> Vec<(String, String)> {
+    let Ok(l) = ManifestDir::existing(manifests).load() else {
+        return Vec::new();
+    };
+    l.state
+        .nodes
+        .values()
+        .filter_map(|n| {
+            let k = n.metadata.annotations.get(WIREGUARD_KEY_ANNOTATION)?;
+            Some((n.metadata.name.clone(), k.clone()))
+        })
+        .collect()
+}
+
+/// Peers with a completed handshake in a node's metrics.
+fn handshaken_peers(metrics: &str) -> usize {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("ferry_wireguard_peer_last_handshake_seconds{"))
+        .filter(|l| l.rsplit(' ').next().is_some_and(|v| v != "0"))
+        .count()
+}
+
+#[test]
+fn wireguard_between_ferry_nodes() {
+    let Some(mut cl) = ClusterLab::up("wg") else {
+        return;
+    };
+    let (lab, guard) = (&cl.lab, &mut cl.guard);
+    let (base, manifests, state) = (cl.base.clone(), cl.manifests.clone(), cl.state.clone());
+    std::fs::copy(
+        Path::new(STUDY).join("01-default-pool.yaml"),
+        manifests.join("01-default-pool.yaml"),
+    )
+    .expect("default pool");
+    std::fs::write(
+        manifests.join("02-felix.yaml"),
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  wireguardEnabled: true\n",
+    )
+    .expect("felix");
+    let (m, s) = cl_dirs(&manifests, &state);
+    let workers = ["k8s-w1", "k8s-w2", "k8s-w0"];
+    let mut daemons = start_daemons(lab, &workers, &m, &s);
+
+    // Every node publishes a distinct key within a few seconds.
+    let t0 = Instant::now();
+    let keys = loop {
+        let k = published_keys(&manifests);
+        if k.len() == workers.len() {
+            break k;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "keys published: {k:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut distinct: Vec<&String> = keys.iter().map(|(_, k)| k).collect();
+    distinct.dedup();
+    assert_eq!(distinct.len(), workers.len(), "{keys:?}");
+    for w in workers {
+        let p = control::wg_keys::key_path(&state, w);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&p)
+                .expect("private key file")
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{}", p.display());
+    }
+
+    // One pod per worker, MTU 1440 as Calico sets with WireGuard.
+    let conf = |node: &str| {
+        serde_json::json!({
+            "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "ferry-cni",
+            "manifests": m, "state": s, "nodename": node, "mtu": 1440
+        })
+        .to_string()
+    };
+    let mut pods: Vec<(&str, String, Ipv4Addr)> = Vec::new();
+    for node in workers {
+        let pod = format!("wg-{node}");
+        let netns = format!("{}{pod}", lab.prefix());
+        assert!(Command::new("ip")
+            .args(["netns", "add", &netns])
+            .status()
+            .expect("ip netns add")
+            .success());
+        guard.netns.push(netns.clone());
+        let out = cni(lab, node, "ADD", ("default", &pod), &netns, &conf(node));
+        let result: Value = serde_json::from_slice(&out.stdout).expect("CNI result JSON");
+        assert!(out.status.success(), "ADD {pod} on {node}: {result}");
+        let ip: Ipv4Addr = result["ips"][0]["address"]
+            .as_str()
+            .and_then(|a| a.strip_suffix("/32"))
+            .and_then(|a| a.parse().ok())
+            .expect("a /32 address");
+        pods.push((node, netns, ip));
+    }
+
+    // Until Ferry on a node has attached to a new pod's veth, the kernel routes that pod's
+    // packets (in clear, by the default route): wait for every node's dataplane to hold its
+    // pod's port before any traffic.
+    for w in workers {
+        let t0 = Instant::now();
+        while !metrics(lab, w)
+            .lines()
+            .any(|l| l.starts_with("ferry_ports{port=\"cali"))
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{w} never took its pod's port"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let logs = |daemons: &[(&str, testbeds::LabChild)]| {
+        daemons
+            .iter()
+            .map(|(n, c)| format!("--- ferry on {n}\n{}", c.output()))
+            .collect::<String>()
+    };
+    // Capture the router's link to k8s-w1 while every pair talks.
+    let file = base.join("w1.pcap");
+    let cap = lab
+        .capture("k8s-rtr:k8s-w1", &file, &["ip".to_string()])
+        .expect("capture");
+    let t_start = Instant::now();
+    let mut port = 5301;
+    for (a, a_ns, _) in &pods {
+        for (b, b_ns, b_ip) in &pods {
+            if a == b {
+                continue;
+            }
+            // The first packet starts the handshake; the pods' new ports restart the
+            // dataplane once, so allow a few seconds.
+            let t0 = Instant::now();
+            while !ping(a_ns, *b_ip) {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(20),
+                    "{a} cannot ping {b} ({b_ip}):\n{}",
+                    logs(&daemons)
+                );
+            }
+            port += 1;
+            if let Err(e) = tcp(a_ns, b_ns, *b_ip, BYTES, port) {
+                panic!("{a} -> {b}: 10 MB over TCP failed: {e}\n{}", logs(&daemons));
+            }
+        }
+    }
+    eprintln!(
+        "ping + 10 MB TCP over WireGuard, 6 pairs: {:.1} s",
+        t_start.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let file = cap.stop().expect("capture file");
+
+    // tshark's view of k8s-w1's link: WireGuard only, between node addresses.
+    let rows = testbeds::ferry::tshark(
+        &file,
+        &[
+            "ip.src",
+            "ip.dst",
+            "ip.proto",
+            "udp.srcport",
+            "udp.dstport",
+            "wg.type",
+            "udp.length",
+        ],
+    )
+    .expect("tshark");
+    let node_addrs: Vec<String> = cl
+        .topo
+        .nodes()
+        .iter()
+        .map(|n| n.address.to_string())
+        .collect();
+    let pod_addrs: Vec<String> = pods.iter().map(|p| p.2.to_string()).collect();
+    let mut types = std::collections::BTreeSet::new();
+    let mut data = 0usize;
+    for r in &rows {
+        let (src, dst, proto, sport, dport, wg) = (&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]);
+        assert!(
+            !pod_addrs.iter().any(|p| src.contains(p) || dst.contains(p)),
+            "a pod address in clear on the wire: {r:?}"
+        );
+        assert!(
+            node_addrs.contains(src) && node_addrs.contains(dst),
+            "not between node addresses: {r:?}"
+        );
+        assert_eq!(proto, "17", "not UDP: {r:?}");
+        if dport == "9" && r[6] == "8" {
+            continue; // Ferry's neighbour probe: an empty datagram to the discard port.
+        }
+        assert!(
+            sport == "51820" && dport == "51820",
+            "UDP other than WireGuard's port: {r:?}"
+        );
+        assert!(
+            !wg.is_empty(),
+            "tshark does not decode this as WireGuard: {r:?}"
+        );
+        types.insert(wg.clone());
+        if wg == "4" {
+            data += 1;
+        }
+    }
+    assert!(
+        types.contains("1") && types.contains("2") && types.contains("4"),
+        "message types seen: {types:?}"
+    );
+    assert!(
+        types
+            .iter()
+            .all(|t| ["1", "2", "3", "4"].contains(&t.as_str())),
+        "{types:?}"
+    );
+    // 4 of the 6 transfers cross this link: at least 40 MB of data messages.
+    assert!(data > 4 * BYTES / 1500, "only {data} data messages");
+    // The transfers' payload never appears in clear (tcpcheck sends (i*7+3) % 251).
+    let pattern: Vec<u8> = (0..64u32).map(|i| ((i * 7 + 3) % 251) as u8).collect();
+    let raw = std::fs::read(&file).expect("pcap");
+    assert!(
+        !raw.windows(pattern.len()).any(|w| w == pattern.as_slice()),
+        "TCP payload in clear in the capture"
+    );
+
+    // `wg show` in Ferry's words: every node has a handshake with both peers.
+    for w in workers {
+        let text = metrics(lab, w);
+        assert_eq!(handshaken_peers(&text), 2, "{w}:\n{text}");
+        let status = lab
+            .exec_ok(w, [FERRY, "node", "status"])
+            .expect("node status");
+        assert!(status.contains("wireguard"), "{w}:\n{status}");
+    }
+
+    // Key rotation and restart: Ferry on k8s-w0 stops, its key is removed, it starts again,
+    // generates a new key and publishes it; the peers re-handshake with the new key and an
+    // ongoing TCP transfer from k8s-w1's pod completes.
+    let old_w0 = keys
+        .iter()
+        .find(|(n, _)| n == "k8s-w0")
+        .expect("w0")
+        .1
+        .clone();
+    let idx = daemons
+        .iter()
+        .position(|(n, _)| *n == "k8s-w0")
+        .expect("w0");
+    let (_, child) = daemons.remove(idx);
+    std::fs::remove_file(control::wg_keys::key_path(&state, "k8s-w0")).expect("remove key");
+    let (w1_ns, w0_ns, w0_ip) = (&pods[0].1, &pods[2].1, pods[2].2);
+    let transfer = {
+        let (from, to_ns) = (w1_ns.clone(), w0_ns.clone());
+        std::thread::spawn(move || tcp(&from, &to_ns, w0_ip, 3 * BYTES, 5400))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    child.stop().expect("ferry on k8s-w0 stops");
+    daemons.extend(start_daemons(lab, &["k8s-w0"], &m, &s));
+    let t0 = Instant::now();
+    loop {
+        let now = published_keys(&manifests);
+        if now.iter().any(|(n, k)| n == "k8s-w0" && *k != old_w0) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no new key for k8s-w0"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let res = transfer.join().expect("transfer thread");
+    assert!(
+        res.is_ok(),
+        "the transfer across the rotation failed: {res:?}\n{}",
+        logs(&daemons)
+    );
+    let t0 = Instant::now();
+    while !ping(w1_ns, w0_ip) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no tunnel after the restart:\n{}",
+            logs(&daemons)
+        );
+    }
+    let text = metrics(lab, "k8s-w0");
+    assert!(handshaken_peers(&text) >= 1, "{text}");
+    drop(daemons);
+}
+
+fn cl_dirs(manifests: &Path, state: &Path) -> (String, String) {
+    (
+        manifests.to_str().expect("utf-8").to_string(),
+        state.to_str().expect("utf-8").to_string(),
+    )
+}
