@@ -372,3 +372,268 @@ fn cl_dirs(manifests: &Path, state: &Path) -> (String, String) {
         state.to_str().expect("utf-8").to_string(),
     )
 }
+
+/// `wg` (wireguard-tools) in a lab node's namespace.
+fn wg(lab: &testbeds::Lab, node: &str, args: &[&str]) -> String {
+    let mut argv = vec!["wg"];
+    argv.extend_from_slice(args);
+    lab.exec_ok(node, argv).expect("wg")
+}
+
+/// Interop with standard WireGuard: k8s-w0 runs no Ferry but `wireguard-go` over a TUN device,
+/// configured with `wg` with Ferry's public key; Ferry on k8s-w1 learns wireguard-go's key from
+/// k8s-w0's Node annotation. Pod traffic flows both ways (ping and TCP with a checksum). Also:
+/// wireguard-go holding a wrong key for Ferry never gets traffic through and Ferry counts the
+/// failed handshakes; wireguard-go moving to another port (roaming) keeps the tunnel up.
+#[test]
+fn wireguard_go_interop() {
+    let Some(mut cl) = ClusterLab::up("wgi") else {
+        return;
+    };
+    let (lab, guard) = (&cl.lab, &mut cl.guard);
+    let (base, manifests, state) = (cl.base.clone(), cl.manifests.clone(), cl.state.clone());
+    std::fs::copy(
+        Path::new(STUDY).join("01-default-pool.yaml"),
+        manifests.join("01-default-pool.yaml"),
+    )
+    .expect("default pool");
+    std::fs::write(
+        manifests.join("02-felix.yaml"),
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  wireguardEnabled: true\n",
+    )
+    .expect("felix");
+    let (m, s) = cl_dirs(&manifests, &state);
+
+    // wireguard-go on k8s-w0, its key published on k8s-w0's Node as Calico would.
+    let w0 = cl
+        .topo
+        .nodes()
+        .iter()
+        .find(|n| n.name == "k8s-w0")
+        .expect("w0")
+        .clone();
+    let w1 = cl
+        .topo
+        .nodes()
+        .iter()
+        .find(|n| n.name == "k8s-w1")
+        .expect("w1")
+        .clone();
+    let private = lab.exec_ok("k8s-w0", ["wg", "genkey"]).expect("wg genkey");
+    let key_file = base.join("w0.key");
+    std::fs::write(&key_file, private.trim()).expect("key file");
+    let public = {
+        let mut c = lab.command("k8s-w0", "wg").expect("cmd");
+        c.arg("pubkey")
+            .stdin(std::fs::File::open(&key_file).expect("key"));
+        String::from_utf8(c.output().expect("wg pubkey").stdout).expect("utf-8")
+    };
+    let public = public.trim();
+    let node_yaml = base.join("w0-node.yaml");
+    std::fs::write(
+        &node_yaml,
+        format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: k8s-w0\n  annotations:\n    projectcalico.org/IPv4Address: {}/24\n    {WIREGUARD_KEY_ANNOTATION}: {public}\n",
+            w0.address
+        ),
+    )
+    .expect("node yaml");
+    ok(
+        &ferry(&[
+            "apply",
+            "-f",
+            node_yaml.to_str().unwrap(),
+            "--manifests",
+            &m,
+        ]),
+        "apply k8s-w0's key",
+    );
+
+    let daemons = start_daemons(lab, &["k8s-w1"], &m, &s);
+    let t0 = Instant::now();
+    let ferry_key = loop {
+        if let Some((_, k)) = published_keys(&manifests)
+            .into_iter()
+            .find(|(n, _)| n == "k8s-w1")
+        {
+            break k;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "k8s-w1 published no key"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    // A pod on each of the two nodes (ferry-cni wires k8s-w0's pod for the kernel).
+    let conf = |node: &str| {
+        serde_json::json!({
+            "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "ferry-cni",
+            "manifests": m, "state": s, "nodename": node, "mtu": 1440
+        })
+        .to_string()
+    };
+    let mut pods: Vec<(String, Ipv4Addr)> = Vec::new();
+    for node in ["k8s-w1", "k8s-w0"] {
+        let pod = format!("wgi-{node}");
+        let netns = format!("{}{pod}", lab.prefix());
+        assert!(Command::new("ip")
+            .args(["netns", "add", &netns])
+            .status()
+            .expect("ip netns add")
+            .success());
+        guard.netns.push(netns.clone());
+        let out = cni(lab, node, "ADD", ("default", &pod), &netns, &conf(node));
+        let result: Value = serde_json::from_slice(&out.stdout).expect("CNI result JSON");
+        assert!(out.status.success(), "ADD {pod} on {node}: {result}");
+        let ip: Ipv4Addr = result["ips"][0]["address"]
+            .as_str()
+            .and_then(|a| a.strip_suffix("/32"))
+            .and_then(|a| a.parse().ok())
+            .expect("a /32 address");
+        pods.push((netns, ip));
+    }
+    let ((w1_ns, w1_ip), (w0_ns, w0_ip)) = (pods[0].clone(), pods[1].clone());
+
+    // wireguard-go with a WRONG key for Ferry first.
+    let wggo = lab
+        .spawn_in("k8s-w0", ["wireguard-go", "-f", "wg0"])
+        .expect("wireguard-go");
+    let t0 = Instant::now();
+    while lab
+        .exec("k8s-w0", ["ip", "link", "show", "wg0"])
+        .map_or(true, |o| !o.status.success())
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no wg0: {}",
+            wggo.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let wrong = dataplane::wireguard::WgKey([7u8; 32]);
+    let wrong_pub = dataplane::wireguard::WgKey::public_of(&wrong).to_base64();
+    let endpoint = format!("{}:51820", w1.address);
+    wg(
+        lab,
+        "k8s-w0",
+        &[
+            "set",
+            "wg0",
+            "private-key",
+            key_file.to_str().unwrap(),
+            "listen-port",
+            "51820",
+            "peer",
+            &wrong_pub,
+            "endpoint",
+            &endpoint,
+            "allowed-ips",
+            "172.16.0.0/16",
+        ],
+    );
+    for argv in [
+        vec!["ip", "link", "set", "wg0", "mtu", "1440", "up"],
+        vec!["ip", "route", "add", "172.16.0.0/16", "dev", "wg0"],
+        vec!["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+    ] {
+        lab.exec_ok("k8s-w0", argv).expect("wg0 setup");
+    }
+    // Ferry must hold the pod's port before traffic counts.
+    let t0 = Instant::now();
+    while !metrics(lab, "k8s-w1")
+        .lines()
+        .any(|l| l.starts_with("ferry_ports{port=\"cali"))
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "k8s-w1 never took its pod's port"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let failures =
+        |text: &str| metric(text, "ferry_wireguard_handshake_failures_total").unwrap_or(0.0);
+    for _ in 0..3 {
+        assert!(!ping(&w0_ns, w1_ip), "traffic passed with a wrong key");
+    }
+    let t0 = Instant::now();
+    while failures(&metrics(lab, "k8s-w1")) < 1.0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no handshake failure counted:\n{}",
+            metrics(lab, "k8s-w1")
+        );
+        ping(&w0_ns, w1_ip);
+    }
+
+    // The right key: traffic both ways.
+    wg(lab, "k8s-w0", &["set", "wg0", "peer", &wrong_pub, "remove"]);
+    wg(
+        lab,
+        "k8s-w0",
+        &[
+            "set",
+            "wg0",
+            "peer",
+            &ferry_key,
+            "endpoint",
+            &endpoint,
+            "allowed-ips",
+            "172.16.0.0/16",
+        ],
+    );
+    let logs = || {
+        format!(
+            "--- ferry on k8s-w1\n{}\n--- wg show\n{}",
+            daemons[0].1.output(),
+            wg(lab, "k8s-w0", &["show", "wg0"])
+        )
+    };
+    for (from, to) in [(&w0_ns, w1_ip), (&w1_ns, w0_ip)] {
+        let t0 = Instant::now();
+        while !ping(from, to) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "{from} -> {to}:\n{}",
+                logs()
+            );
+        }
+    }
+    tcp(&w0_ns, &w1_ns, w1_ip, BYTES, 5501)
+        .unwrap_or_else(|e| panic!("wireguard-go -> Ferry: {e}\n{}", logs()));
+    tcp(&w1_ns, &w0_ns, w0_ip, BYTES, 5502)
+        .unwrap_or_else(|e| panic!("Ferry -> wireguard-go: {e}\n{}", logs()));
+    let shown = wg(lab, "k8s-w0", &["show", "wg0", "transfer"]);
+    let rx: u64 = shown
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        rx as usize > BYTES,
+        "wireguard-go received {rx} bytes: {shown}"
+    );
+    let text = metrics(lab, "k8s-w1");
+    assert_eq!(handshaken_peers(&text), 1, "{text}");
+
+    // Roaming: wireguard-go moves to another port; its next packet teaches Ferry the new
+    // endpoint, and traffic from Ferry's side follows it.
+    wg(lab, "k8s-w0", &["set", "wg0", "listen-port", "51999"]);
+    let t0 = Instant::now();
+    while !ping(&w0_ns, w1_ip) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no traffic after roaming:\n{}",
+            logs()
+        );
+    }
+    assert!(ping(&w1_ns, w0_ip), "Ferry -> roamed peer:\n{}", logs());
+    let text = metrics(lab, "k8s-w1");
+    assert!(
+        text.contains(&format!("endpoint=\"{}:51999\"", w0.address)),
+        "Ferry did not follow the endpoint:\n{text}"
+    );
+    assert!(metric(&text, "ferry_wireguard_endpoint_changes_total").unwrap_or(0.0) >= 1.0);
+    drop(wggo);
+    drop(daemons);
+}
