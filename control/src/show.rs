@@ -221,7 +221,7 @@ pub fn nodes(state: &ClusterState, wide: bool) -> String {
                     .annotations
                     .get(crate::compile::WIREGUARD_KEY_ANNOTATION)
                     .cloned()
-                    .unwrap_or_else(|| "-".into()),
+                    .unwrap_or_default(),
             ]
         } else {
             vec![name.clone()]

@@ -133,6 +133,17 @@ fn wireguard_between_ferry_nodes() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    let wide = ok(
+        &ferry(&["get", "nodes", "-o", "wide", "--manifests", &m]),
+        "get nodes -o wide",
+    );
+    for (n, k) in &keys {
+        assert!(
+            wide.lines()
+                .any(|l| l.starts_with(n.as_str()) && l.ends_with(k.as_str())),
+            "{n}'s key {k} not shown:\n{wide}"
+        );
+    }
     let mut distinct: Vec<&String> = keys.iter().map(|(_, k)| k).collect();
     distinct.dedup();
     assert_eq!(distinct.len(), workers.len(), "{keys:?}");
