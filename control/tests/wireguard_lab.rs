@@ -631,6 +631,77 @@ fn wireguard_go_interop() {
     let text = metrics(lab, "k8s-w1");
     assert_eq!(handshaken_peers(&text), 1, "{text}");
 
+    // Faults on the wire: a transport packet wireguard-go sent, captured on the router and
+    // sent again, is a replay; the same packet with one bit of its counter flipped passes the
+    // replay window but not authentication. Each is dropped and counted exactly once.
+    let file = base.join("w0.pcap");
+    let cap = lab
+        .capture(
+            "k8s-rtr:k8s-w0",
+            &file,
+            &["udp", "and", "dst", "port", "51820"].map(String::from),
+        )
+        .expect("capture");
+    assert!(ping(&w0_ns, w1_ip));
+    std::thread::sleep(Duration::from_millis(300));
+    let file = cap.stop().expect("capture file");
+    let rows =
+        testbeds::ferry::tshark(&file, &["ip.dst", "wg.type", "udp.payload"]).expect("tshark");
+    let data: Vec<u8> = rows
+        .iter()
+        .filter(|r| r[0] == w1.address.to_string() && r[1] == "4" && r[2].len() > 100)
+        .map(|r| r[2].replace(':', ""))
+        .next_back()
+        .map(|h| {
+            (0..h.len() / 2)
+                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).expect("hex"))
+                .collect()
+        })
+        .unwrap_or_else(|| panic!("no data message to k8s-w1 captured: {rows:?}"));
+    let send = |bytes: &[u8]| {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let script = "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.sendto(bytes.fromhex(sys.argv[1]),(sys.argv[2],51820))";
+        lab.exec_ok(
+            "k8s-w0",
+            ["python3", "-c", script, &hex, &w1.address.to_string()],
+        )
+        .expect("send a datagram");
+    };
+    let counters = || {
+        let t = metrics(lab, "k8s-w1");
+        (
+            metric(&t, "ferry_wireguard_replays_total").unwrap_or(-1.0),
+            metric(&t, "ferry_wireguard_auth_failures_total").unwrap_or(-1.0),
+        )
+    };
+    let (replays0, auth0) = counters();
+    send(&data);
+    let mut flipped = data.clone();
+    flipped[10] ^= 0x01; // bit 16 of the little-endian counter
+    send(&flipped);
+    let t0 = Instant::now();
+    while counters() != (replays0 + 1.0, auth0 + 1.0) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "replay/auth counters {:?}, expected {:?}",
+            counters(),
+            (replays0 + 1.0, auth0 + 1.0)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let drops = metrics(lab, "k8s-w1");
+    for reason in ["wireguard_replay", "wireguard_auth_failed"] {
+        let n: f64 = drops
+            .lines()
+            .filter(|l| {
+                l.starts_with("ferry_drops_total") && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(n, 1.0, "{reason}:\n{drops}");
+    }
+    assert!(ping(&w0_ns, w1_ip), "the tunnel survives the forgeries");
+
     // Roaming: wireguard-go moves to another port; its next packet teaches Ferry the new
     // endpoint, and traffic from Ferry's side follows it.
     wg(lab, "k8s-w0", &["set", ifn, "listen-port", "51999"]);
