@@ -266,13 +266,8 @@ impl Pipeline {
         let mut guard = dev
             .as_ref()
             .map(|d| d.lock().unwrap_or_else(|e| e.into_inner()));
-        if let (Some(g), Some(w)) = (guard.as_deref_mut(), tables.wireguard.as_ref()) {
-            if g.synced_generation != tables.generation {
-                // Allocates: only when the tables change.
-                g.set_port(w.listen_port);
-                g.sync(&tables.wireguard_peers());
-                g.synced_generation = tables.generation;
-            }
+        if let Some(g) = guard.as_deref_mut() {
+            sync_wireguard(g, tables);
         }
         let mut wg = guard.as_deref_mut();
 
@@ -899,6 +894,18 @@ impl Pipeline {
         };
         self.stats.icmp_sent[k as usize] += 1;
         Verdict::Tx(adj.port)
+    }
+}
+
+/// Brings a WireGuard device's peers in line with the tables, once per tables generation
+/// (allocates: only when the tables change).
+pub fn sync_wireguard(dev: &mut WgDevice, tables: &Tables) {
+    if let Some(w) = tables.wireguard.as_ref() {
+        if dev.synced_generation != tables.generation {
+            dev.set_port(w.listen_port);
+            dev.sync(&tables.wireguard_peers());
+            dev.synced_generation = tables.generation;
+        }
     }
 }
 

@@ -131,6 +131,10 @@ struct Peer {
     index: u32,
     /// Packets were queued during a handshake and wait for [`WgDevice::poll`].
     queued: bool,
+    /// New peer: the next poll sends it a handshake initiation unprompted, so that a node
+    /// that restarted (or a rotated key) re-establishes the tunnel at once instead of waiting
+    /// for the other side's session to time out.
+    initiate: bool,
 }
 
 /// Where a datagram goes.
@@ -286,6 +290,7 @@ impl WgDevice {
             mac: cfg.mac,
             index,
             queued: false,
+            initiate: true,
         }
     }
 
@@ -438,7 +443,8 @@ impl WgDevice {
     }
 
     /// Runs every peer's timers (handshake retries and give-up, rekey, keepalives, session
-    /// expiry) and sends what was queued during handshakes: each datagram goes to `send`.
+    /// expiry), initiates a handshake with peers new since the last poll, and sends what was
+    /// queued during handshakes: each datagram goes to `send`.
     /// Off the per-packet path: the worker calls it every [`TIMER_TICK`] and after a batch that
     /// completed a handshake. `buf` is scratch of [`MAX_DATAGRAM`] bytes.
     pub fn poll(&mut self, buf: &mut [u8], mut send: impl FnMut(Dest, &[u8])) {
@@ -451,6 +457,17 @@ impl WgDevice {
                 endpoint: p.endpoint,
                 mac: p.mac,
             };
+            if p.initiate {
+                p.initiate = false;
+                // Only if traffic has not already started a handshake or made a session.
+                if p.tunn.stats().0.is_none() {
+                    if let TunnResult::WriteToNetwork(b) =
+                        p.tunn.format_handshake_initiation(buf, false)
+                    {
+                        send(dest, b);
+                    }
+                }
+            }
             if let TunnResult::WriteToNetwork(b) = p.tunn.update_timers(buf) {
                 send(dest, b);
             }
@@ -755,6 +772,40 @@ mod tests {
             mac: Some(MAC_B),
         }]);
         assert_eq!(handshake(&mut a, &mut b2, &p), p);
+    }
+
+    #[test]
+    fn a_new_peer_gets_a_handshake_at_the_first_poll_without_traffic() {
+        let (mut a, mut b) = pair();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut out = vec![0u8; MAX_DATAGRAM];
+        let mut sent = Vec::new();
+        a.poll(&mut buf, |d, bytes| sent.push((d, bytes.to_vec())));
+        assert_eq!(sent.len(), 1);
+        assert_eq!((sent[0].0.endpoint, sent[0].1[0]), (from(B), 1));
+        let Decapsulated::Reply { len, .. } = b.decapsulate(from(A), MAC_A, &sent[0].1, &mut out)
+        else {
+            panic!("b answers");
+        };
+        let resp = out[..len].to_vec();
+        let Decapsulated::Reply { len, .. } = a.decapsulate(from(B), MAC_B, &resp, &mut out) else {
+            panic!("a confirms with a keepalive");
+        };
+        let keepalive = out[..len].to_vec();
+        assert_eq!(
+            b.decapsulate(from(A), MAC_A, &keepalive, &mut out),
+            Decapsulated::Consumed
+        );
+        // Established: later polls send nothing unprompted.
+        sent.clear();
+        a.poll(&mut buf, |d, bytes| sent.push((d, bytes.to_vec())));
+        assert!(sent.is_empty(), "{} datagrams", sent.len());
+        // And b, the responder, has a confirmed session: it sends data at once.
+        let p = ipv4([172, 16, 2, 1].into(), [172, 16, 1, 1].into(), b"x");
+        assert!(matches!(
+            b.encapsulate(A, &p, &mut buf),
+            Encapsulated::Data { .. }
+        ));
     }
 
     #[test]

@@ -204,6 +204,7 @@ impl Worker {
         let mut out = std::mem::take(&mut self.wg_tx);
         {
             let mut g = dev.lock().unwrap_or_else(|e| e.into_inner());
+            crate::pipeline::sync_wireguard(&mut g, tables);
             let Worker {
                 umem,
                 free,
