@@ -3,15 +3,18 @@
 //!
 //! 1. **ingress** (per packet): parse Ethernet and IPv4 → strip padding → decapsulate IPIP or
 //!    VXLAN addressed to this node (outer destination ours, source a known node, VNI ours, inner
-//!    packet valid) → the destination to route.
+//!    packet valid), or decrypt WireGuard to our port (handshake messages are answered in place)
+//!    → the destination to route.
 //! 2. **route** (whole batch): one batched DIR-24-8 lookup, so the table loads of all packets
 //!    overlap instead of waiting on each other.
 //! 3. **forward** (per packet): adjacency → TTL check (ICMP time exceeded) → MTU check (ICMP
-//!    fragmentation needed) → TTL decrement → encapsulate (IPIP / VXLAN, decided at compile time,
-//!    CrossSubnet included) → MAC rewrite → verdict.
+//!    fragmentation needed) → TTL decrement → encapsulate (IPIP / VXLAN / WireGuard, decided at
+//!    compile time, CrossSubnet included) → MAC rewrite → verdict.
 //!
-//! Frames are rewritten in place; outer headers go into the headroom. Nothing here allocates,
-//! locks or calls the kernel; the caller (an AF_XDP worker or the pcap replay) does the I/O.
+//! Frames are rewritten in place; outer headers go into the headroom. Nothing here calls the
+//! kernel or allocates (except boringtun copying a packet to queue it while its handshake
+//! runs), and nothing locks except the node's WireGuard device, once per batch when the tables
+//! enable WireGuard; the caller (an AF_XDP worker or the pcap replay) does the I/O.
 //! Every drop has a [`DropReason`] and a counter.
 
 use crate::conntrack::{

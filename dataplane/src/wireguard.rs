@@ -336,6 +336,10 @@ impl WgDevice {
         datagram: &[u8],
         out: &mut [u8],
     ) -> Decapsulated {
+        // boringtun panics on an output buffer smaller than the message: refuse instead.
+        if out.len() < datagram.len().max(148) {
+            return self.drop(WgDrop::Unknown);
+        }
         // MAC1 (and MAC2 under load) of handshake messages, against the whole device's
         // handshake rate, before any Diffie-Hellman.
         let parsed = match self
@@ -818,6 +822,12 @@ mod tests {
                 Decapsulated::Dropped(_)
             ));
         }
+        // A datagram larger than the output buffer is refused, not a panic.
+        let mut small = vec![0u8; 100];
+        assert_eq!(
+            b.decapsulate(from(A), MAC_A, &[4u8; 300], &mut small),
+            Decapsulated::Dropped(WgDrop::Unknown)
+        );
     }
 
     #[test]
