@@ -35,6 +35,8 @@ use std::net::Ipv4Addr;
 /// Calico's node annotations.
 pub const IPV4_ADDRESS_ANNOTATION: &str = "projectcalico.org/IPv4Address";
 pub const VXLAN_MAC_ANNOTATION: &str = "projectcalico.org/VXLANTunnelMACAddr";
+/// Where Calico publishes a node's WireGuard public key.
+pub const WIREGUARD_KEY_ANNOTATION: &str = "projectcalico.org/WireguardPublicKey";
 
 /// The uplink port's name in compiled tables.
 pub const UPLINK_PORT: &str = "uplink";
@@ -55,6 +57,9 @@ pub struct NodeFacts {
     pub address: Ipv4Addr,
     pub subnet: Ipv4Prefix,
     pub vtep_mac: MacAddr,
+    /// Its WireGuard public key (annotation `projectcalico.org/WireguardPublicKey`); a value
+    /// that is not a key counts as none, so the node is reached with the pool's mode.
+    pub wg_key: Option<dataplane::wireguard::WgKey>,
 }
 
 /// `02:00:` + the address: a stable MAC for interfaces the manifests say nothing about.
@@ -110,10 +115,16 @@ pub fn node_facts(n: &Node) -> Result<NodeFacts, CompileError> {
             .map_err(|e| bad(format!("{VXLAN_MAC_ANNOTATION}: {e}")))?,
         None => MacAddr::from_ipv4(0x66, address),
     };
+    let wg_key = n
+        .metadata
+        .annotations
+        .get(WIREGUARD_KEY_ANNOTATION)
+        .and_then(|k| dataplane::wireguard::WgKey::from_base64(k).ok());
     Ok(NodeFacts {
         address,
         subnet,
         vtep_mac,
+        wg_key,
     })
 }
 
@@ -223,6 +234,8 @@ pub struct NodeCompiler {
     pools: Vec<(u8, PoolSpec)>,
     vxlan_vni: u32,
     vxlan_port: u16,
+    /// FelixConfiguration `wireguardEnabled` and its port and MTU.
+    wireguard: Option<WireGuardSpec>,
     blocks: BTreeMap<Ipv4Prefix, BlockState>,
     pods: HashMap<(String, String), PodPlace>,
     /// The pods on this node (keys of `pods`).
@@ -252,6 +265,7 @@ impl NodeCompiler {
             pools: Vec::new(),
             vxlan_vni: 0,
             vxlan_port: 0,
+            wireguard: None,
             blocks: BTreeMap::new(),
             pods: HashMap::new(),
             local_pods: Default::default(),
@@ -296,6 +310,18 @@ impl NodeCompiler {
         let felix = state.felix();
         self.vxlan_vni = felix.vxlan_vni();
         self.vxlan_port = felix.vxlan_port();
+        self.wireguard = felix.wireguard_enabled().then(|| WireGuardSpec {
+            listen_port: felix.wireguard_listening_port(),
+            mtu: felix
+                .wireguard_mtu
+                .filter(|m| *m != 0)
+                .unwrap_or(dataplane::wireguard::DEFAULT_MTU),
+        });
+    }
+
+    /// FelixConfiguration's WireGuard settings, when enabled.
+    pub fn wireguard(&self) -> Option<&WireGuardSpec> {
+        self.wireguard.as_ref()
     }
 
     /// The block (of the pool containing `ip`) around `ip`.
@@ -551,6 +577,7 @@ impl NodeCompiler {
                 continue;
             }
             peers.push(PeerSpec {
+                wireguard_public_key: f.wg_key.map(|k| k.to_base64()),
                 name: n.clone(),
                 address: f.address,
                 vtep_mac: Some(f.vtep_mac),
@@ -647,6 +674,7 @@ impl NodeCompiler {
             }
         }
         TablesSpec {
+            wireguard: self.wireguard.clone(),
             node: NodeSpec {
                 gateway: self.gateway,
                 vtep_mac: Some(me.vtep_mac),

@@ -18,3 +18,4 @@ pub mod source;
 pub mod store;
 pub mod tables_file;
 pub mod wep;
+pub mod wg_keys;

@@ -25,6 +25,8 @@ pub struct MetricsState {
     apply_last_ns: AtomicU64,
     /// The policy names of a tables generation, for the per-rule counters.
     policy_names: Mutex<(u64, Vec<String>)>,
+    /// The node's WireGuard device, when WireGuard is on.
+    wireguard: Mutex<Option<Arc<Mutex<dataplane::wireguard::WgDevice>>>>,
 }
 
 /// Upper bounds (seconds) of the apply → dataplane latency histogram.
@@ -48,6 +50,83 @@ impl MetricsState {
             apply_sum_ns: AtomicU64::new(0),
             apply_last_ns: AtomicU64::new(0),
             policy_names: Mutex::new((0, Vec::new())),
+            wireguard: Mutex::new(None),
+        }
+    }
+
+    /// Exposes the WireGuard device's peers and counters.
+    pub fn set_wireguard(&self, dev: Arc<Mutex<dataplane::wireguard::WgDevice>>) {
+        if let Ok(mut g) = self.wireguard.lock() {
+            *g = Some(dev);
+        }
+    }
+
+    /// WireGuard: the interface, each peer like `wg show` (key, endpoint, last handshake,
+    /// transfer), and the failure counters. The device lock is held only to copy them.
+    fn render_wireguard(&self, o: &mut String) {
+        let dev = match self.wireguard.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let Some(dev) = dev else {
+            return;
+        };
+        let (public, port, peers, c) = {
+            let d = dev.lock().unwrap_or_else(|e| e.into_inner());
+            (d.public_key(), d.port(), d.peers(), d.counters())
+        };
+        let _ = writeln!(o, "# HELP ferry_wireguard_interface This node's WireGuard public key and port.\n# TYPE ferry_wireguard_interface gauge");
+        let _ = writeln!(
+            o,
+            "ferry_wireguard_interface{{public_key=\"{}\",listen_port=\"{port}\"}} 1",
+            public.to_base64()
+        );
+        for (name, help, f) in [
+            (
+                "ferry_wireguard_peer_rx_bytes",
+                "Inner bytes received from the peer.",
+                0,
+            ),
+            (
+                "ferry_wireguard_peer_tx_bytes",
+                "Inner bytes sent to the peer.",
+                1,
+            ),
+            (
+                "ferry_wireguard_peer_last_handshake_seconds",
+                "Unix time of the last completed handshake (0: none).",
+                2,
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for p in &peers {
+                let v = match f {
+                    0 => p.rx_bytes,
+                    1 => p.tx_bytes,
+                    _ => p
+                        .last_handshake
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_secs()),
+                };
+                let _ = writeln!(
+                    o,
+                    "{name}{{public_key=\"{}\",node=\"{}\",endpoint=\"{}\"}} {v}",
+                    p.key.to_base64(),
+                    p.node,
+                    p.endpoint
+                );
+            }
+        }
+        for (name, help, v) in [
+            ("ferry_wireguard_handshake_failures_total", "Handshake messages that failed (bad MAC, unknown or wrong key, replayed timestamp).", c.handshake_failures),
+            ("ferry_wireguard_auth_failures_total", "Transport packets whose authentication tag did not verify.", c.auth_failures),
+            ("ferry_wireguard_replays_total", "Transport packets dropped by the replay window.", c.replays),
+            ("ferry_wireguard_unknown_total", "Datagrams for no known session or not WireGuard.", c.unknown),
+            ("ferry_wireguard_handshakes_total", "Handshakes completed.", c.handshakes_completed),
+            ("ferry_wireguard_cookies_sent_total", "Cookie replies sent under load.", c.cookies_sent),
+            ("ferry_wireguard_endpoint_changes_total", "Peers that roamed to a new endpoint.", c.endpoint_changes),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }
     }
 
@@ -98,6 +177,7 @@ impl MetricsState {
             generation: &self.generation,
         };
         let mut o = view.render();
+        self.render_wireguard(&mut o);
         // Per-rule policy counters: new connections each rule (or a policy's default deny)
         // decided, summed over the workers that run the named generation.
         if let Ok(names) = self.policy_names.lock() {
@@ -280,6 +360,8 @@ impl View<'_> {
                 ("encap", "vxlan", &w.encap_vxlan),
                 ("decap", "ipip", &w.decap_ipip),
                 ("decap", "vxlan", &w.decap_vxlan),
+                ("encap", "wireguard", &w.encap_wireguard),
+                ("decap", "wireguard", &w.decap_wireguard),
             ] {
                 let _ = writeln!(o, "ferry_tunnel_packets_total{{worker=\"{i}\",direction=\"{dir}\",tunnel=\"{tun}\"}} {}", v.load(r));
             }

@@ -29,8 +29,15 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The node's WireGuard device (shared by the workers and the metrics endpoint) and the
+/// public key it publishes.
+type WgHandle = (
+    Arc<Mutex<dataplane::wireguard::WgDevice>>,
+    dataplane::wireguard::WgKey,
+);
 
 /// Where the node daemon's tables come from.
 #[derive(Debug, Clone)]
@@ -535,8 +542,14 @@ struct Running {
 }
 
 impl Running {
-    fn start(tables: Tables, opts: &NodeOptions, instance: u64) -> Result<Running> {
+    fn start(
+        tables: Tables,
+        opts: &NodeOptions,
+        instance: u64,
+        wg: Option<&WgHandle>,
+    ) -> Result<Running> {
         let ports: Vec<String> = tables.ports.iter().map(|p| p.name.clone()).collect();
+        let wg_port = wg_steer_port(&tables, wg);
         let node_addr = Ipv4Addr::from(tables.node.address);
         let vxlan_port = tables.node.vxlan_port;
         let local = local_prefixes(&tables);
@@ -564,7 +577,7 @@ impl Running {
             // (it frees a closed socket's UMEM binding asynchronously): retry for a while.
             let seed = u64::from(std::process::id()) << 16 | instance << 8 | k as u64;
             let deadline = Instant::now() + Duration::from_secs(5);
-            let w = loop {
+            let mut w = loop {
                 match Worker::new(pq, reader.clone(), cfg.clone(), seed) {
                     Err(e) if e.is_busy() && Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_millis(20));
@@ -576,6 +589,9 @@ impl Running {
                     }
                 }
             };
+            if let Some((dev, _)) = wg {
+                w.set_wireguard(dev.clone());
+            }
             workers.push(w);
         }
         let mut steering = Vec::with_capacity(ports.len());
@@ -594,6 +610,7 @@ impl Running {
                 }
                 if role == Role::Uplink {
                     s.set_local_prefixes(&local)?;
+                    s.set_wireguard_port(wg_port)?;
                 }
                 steering.push(s);
             }
@@ -620,11 +637,15 @@ impl Running {
     }
 
     /// Publishes new tables with the same ports.
-    fn publish(&mut self, tables: Tables) {
+    fn publish(&mut self, tables: Tables, wg: Option<&WgHandle>) {
         let local = local_prefixes(&tables);
+        let wg_port = wg_steer_port(&tables, wg);
         for s in self.steering.iter_mut() {
             if s.role() == Role::Uplink {
-                if let Err(e) = s.set_local_prefixes(&local) {
+                if let Err(e) = s
+                    .set_local_prefixes(&local)
+                    .and_then(|()| s.set_wireguard_port(wg_port))
+                {
                     log(format!("cannot update steering on {}: {e}", s.iface()));
                 }
             }
@@ -655,6 +676,84 @@ impl Running {
     fn stop(mut self) {
         self.halt();
     }
+}
+
+/// The UDP port the uplink steers to Ferry for WireGuard (0: none).
+fn wg_steer_port(tables: &Tables, wg: Option<&WgHandle>) -> u16 {
+    match (&tables.wireguard, wg) {
+        (Some(w), Some(_)) => w.listen_port,
+        _ => 0,
+    }
+}
+
+/// Creates the WireGuard device when the tables enable WireGuard and the source is a cluster
+/// (the key lives in its state directory). `Ok(true)`: a device was created.
+fn ensure_wireguard(
+    source: &Spec,
+    tables: &Tables,
+    wg: &mut Option<WgHandle>,
+    metrics: Option<&metrics::MetricsState>,
+) -> Result<bool> {
+    let (Some(w), None, Spec::Cluster(c)) = (&tables.wireguard, &*wg, source) else {
+        return Ok(false);
+    };
+    let (private, new) = crate::wg_keys::load_or_create(&c.state_dir, &c.node)
+        .context("cannot set up the node's WireGuard key")?;
+    let public = dataplane::wireguard::WgKey::public_of(&private);
+    log(format!(
+        "wireguard: {} key {}, public key {}, port {}",
+        if new { "generated" } else { "loaded" },
+        crate::wg_keys::key_path(&c.state_dir, &c.node).display(),
+        public.to_base64(),
+        w.listen_port
+    ));
+    let dev = Arc::new(Mutex::new(dataplane::wireguard::WgDevice::new(
+        private,
+        w.listen_port,
+    )));
+    if let Some(m) = metrics {
+        m.set_wireguard(dev.clone());
+    }
+    *wg = Some((dev, public));
+    Ok(true)
+}
+
+/// Publishes the node's WireGuard public key where Calico does, when the cluster does not
+/// have it yet.
+fn publish_wireguard_key(
+    source: &Spec,
+    opts: &NodeOptions,
+    key: &dataplane::wireguard::WgKey,
+) -> Result<()> {
+    let Spec::Cluster(c) = source else {
+        return Ok(());
+    };
+    let Some(node) = c.feed.state().nodes.get(&c.node) else {
+        return Ok(());
+    };
+    if node
+        .metadata
+        .annotations
+        .get(crate::compile::WIREGUARD_KEY_ANNOTATION)
+        == Some(&key.to_base64())
+    {
+        return Ok(());
+    }
+    match (&c.feed, &opts.source) {
+        (Feed::Dir(w), _) => crate::wg_keys::publish_in_dir(w.dir(), node, key),
+        (Feed::Kube { .. }, TablesSource::Kubernetes { kubeconfig, .. }) => {
+            let client = crate::kube::KubeClient::new(KubeConfig::load(kubeconfig.as_deref())?);
+            crate::wg_keys::publish_in_kube(&client, &c.node, key)?;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+    .context("cannot publish the node's WireGuard public key")?;
+    log(format!(
+        "wireguard: published public key {}",
+        key.to_base64()
+    ));
+    Ok(())
 }
 
 /// Where the current tables came from, and how to get the next ones.
@@ -751,7 +850,9 @@ pub fn run(opts: NodeOptions) -> Result<()> {
     let mut unresolved = first.unresolved;
     let node_name = first.tables.node_name.clone();
     let mut instance = 0u64;
-    let mut running = Running::start(first.tables, &opts, instance)?;
+    let mut wg: Option<WgHandle> = None;
+    ensure_wireguard(&source, &first.tables, &mut wg, None)?;
+    let mut running = Running::start(first.tables, &opts, instance, wg.as_ref())?;
     let stop = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -763,6 +864,9 @@ pub fn run(opts: NodeOptions) -> Result<()> {
         running.shared.clone(),
         running.ports.clone(),
     ));
+    if let Some((dev, _)) = &wg {
+        metrics_state.set_wireguard(dev.clone());
+    }
     if let Some(addr) = opts.metrics {
         metrics::serve(addr, metrics_state.clone(), stop.clone())?;
         log(format!("metrics on http://{addr}/metrics"));
@@ -829,6 +933,11 @@ pub fn run(opts: NodeOptions) -> Result<()> {
         }
         if last_neigh.elapsed() >= Duration::from_secs(1) {
             last_neigh = Instant::now();
+            if let Some((_, key)) = &wg {
+                if let Err(e) = publish_wireguard_key(&source, &opts, key) {
+                    log(format!("{e:#}"));
+                }
+            }
             for hop in &unresolved {
                 poke(*hop);
             }
@@ -863,9 +972,16 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             }
         };
         unresolved = l.unresolved;
+        let wg_new = match ensure_wireguard(&source, &l.tables, &mut wg, Some(&metrics_state)) {
+            Ok(n) => n,
+            Err(e) => {
+                log(format!("keeping the current tables: {e:#}"));
+                continue;
+            }
+        };
         let ports: Vec<String> = l.tables.ports.iter().map(|p| p.name.clone()).collect();
-        if ports == running.ports {
-            running.publish(l.tables);
+        if ports == running.ports && !wg_new {
+            running.publish(l.tables, wg.as_ref());
         } else if matches!(source, Spec::File { .. }) {
             log("reload refused: the set of ports changed (restart Ferry to add or remove ports); keeping the current tables");
             continue;
@@ -878,7 +994,7 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             // The old workers must release the ports before the new ones attach.
             running.halt();
             instance += 1;
-            running = Running::start(l.tables, &opts, instance)?;
+            running = Running::start(l.tables, &opts, instance, wg.as_ref())?;
             metrics_state.replace_dataplane(running.shared.clone(), running.ports.clone());
         }
         metrics_state.set_generation(generation);

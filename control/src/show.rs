@@ -200,13 +200,29 @@ fn node_ipv4(n: &crate::model::Node) -> String {
 /// `ferry get nodes [-o wide]`.
 pub fn nodes(state: &ClusterState, wide: bool) -> String {
     let mut rows = vec![if wide {
-        vec!["NAME".into(), "ASN".into(), "IPV4".into(), "IPV6".into()]
+        vec![
+            "NAME".into(),
+            "ASN".into(),
+            "IPV4".into(),
+            "IPV6".into(),
+            "WIREGUARD PUBLIC KEY".into(),
+        ]
     } else {
         vec!["NAME".to_string()]
     }];
     for (name, n) in &state.nodes {
         rows.push(if wide {
-            vec![name.clone(), "(64512)".into(), node_ipv4(n), String::new()]
+            vec![
+                name.clone(),
+                "(64512)".into(),
+                node_ipv4(n),
+                String::new(),
+                n.metadata
+                    .annotations
+                    .get(crate::compile::WIREGUARD_KEY_ANNOTATION)
+                    .cloned()
+                    .unwrap_or_default(),
+            ]
         } else {
             vec![name.clone()]
         });
@@ -397,5 +413,93 @@ pub fn node_status(metrics: &str) -> String {
     for (reason, n) in drops.iter().filter(|(_, n)| **n > 0.0) {
         rows.push(vec![format!("drops: {reason}"), g(*n)]);
     }
-    columns(&rows)
+    columns(&rows) + &wireguard_status(metrics, std::time::SystemTime::now())
+}
+
+/// The value of `label="..."` in a metric line's label set.
+fn label<'a>(name_labels: &'a str, label: &str) -> Option<&'a str> {
+    name_labels
+        .split(&format!("{label}=\""))
+        .nth(1)?
+        .split('"')
+        .next()
+}
+
+/// The WireGuard part of `ferry node status`, laid out like `wg show`; empty when WireGuard
+/// is off.
+pub fn wireguard_status(metrics: &str, now: std::time::SystemTime) -> String {
+    #[derive(Default)]
+    struct Peer {
+        node: String,
+        endpoint: String,
+        rx: f64,
+        tx: f64,
+        handshake: f64,
+    }
+    let mut iface = None;
+    let mut peers: std::collections::BTreeMap<String, Peer> = Default::default();
+    let mut counters = Vec::new();
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name_labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let v: f64 = value.parse().unwrap_or(0.0);
+        let name = name_labels.split('{').next().unwrap_or("");
+        if name == "ferry_wireguard_interface" {
+            iface = Some((
+                label(name_labels, "public_key").unwrap_or("?").to_string(),
+                label(name_labels, "listen_port").unwrap_or("?").to_string(),
+            ));
+            continue;
+        }
+        if let Some(field) = name.strip_prefix("ferry_wireguard_peer_") {
+            let Some(key) = label(name_labels, "public_key") else {
+                continue;
+            };
+            let p = peers.entry(key.to_string()).or_default();
+            p.node = label(name_labels, "node").unwrap_or("").to_string();
+            p.endpoint = label(name_labels, "endpoint").unwrap_or("").to_string();
+            match field {
+                "rx_bytes" => p.rx = v,
+                "tx_bytes" => p.tx = v,
+                "last_handshake_seconds" => p.handshake = v,
+                _ => {}
+            }
+            continue;
+        }
+        if let Some(c) = name.strip_prefix("ferry_wireguard_") {
+            if let Some(c) = c.strip_suffix("_total") {
+                counters.push((c.replace('_', " "), v));
+            }
+        }
+    }
+    let Some((key, port)) = iface else {
+        return String::new();
+    };
+    let mut o = format!("\ninterface: wireguard\n  public key: {key}\n  listening port: {port}\n");
+    for (c, v) in &counters {
+        o.push_str(&format!("  {c}: {v:.0}\n"));
+    }
+    let now_s = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    for (key, p) in &peers {
+        o.push_str(&format!(
+            "\npeer: {key}\n  node: {}\n  endpoint: {}\n  allowed ips: (the node's blocks)\n",
+            p.node, p.endpoint
+        ));
+        if p.handshake > 0.0 {
+            o.push_str(&format!(
+                "  latest handshake: {:.0} seconds ago\n",
+                (now_s - p.handshake).max(0.0)
+            ));
+        } else {
+            o.push_str("  latest handshake: (none)\n");
+        }
+        o.push_str(&format!(
+            "  transfer: {:.0} B received, {:.0} B sent\n",
+            p.rx, p.tx
+        ));
+    }
+    o
 }

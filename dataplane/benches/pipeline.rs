@@ -188,6 +188,7 @@ fn big_node_spec(ipip: EncapMode, vxlan: EncapMode) -> TablesSpec {
     for i in 0..PEERS {
         let address = Ipv4Addr::from(peer_address(i));
         s.peers.push(PeerSpec {
+            wireguard_public_key: None,
             name: peer_name(i),
             address,
             vtep_mac: Some(vtep_mac_of(address)),

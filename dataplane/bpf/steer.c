@@ -3,11 +3,12 @@
 // passes everything else to the kernel, so the node's own traffic never depends on Ferry.
 //
 // One instance per interface (its own maps). config[0] = role (1 pod port, 2 uplink),
-// config[1] = the node's IPv4 address (network order), config[2] = VXLAN UDP port (host order).
+// config[1] = the node's IPv4 address (network order), config[2] = VXLAN UDP port (host order),
+// config[3] = WireGuard UDP port (host order, 0 = WireGuard off).
 //
 // Pod port: ARP (proxy ARP for 169.254.1.1) and traffic to the node's address go to the
 //   kernel; everything else, malformed frames included, goes to Ferry (which counts drops).
-// Uplink: IPIP and VXLAN addressed to the node, and plain IPv4 to prefixes in `local`
+// Uplink: IPIP, VXLAN and WireGuard addressed to the node, and plain IPv4 to prefixes in `local`
 //   (this node's pods, for Direct/CrossSubnet) go to Ferry; the rest (ARP, the node's own
 //   traffic, BGP, SSH, ...) goes to the kernel.
 // If no socket is in `xsks` (Ferry stopped), bpf_redirect_map falls back to XDP_PASS.
@@ -89,7 +90,10 @@ int ferry_steer(struct xdp_md *ctx)
 			goto to_ferry;
 		if (ip->protocol == IPPROTO_UDP && ip->ihl >= 5) {
 			struct udphdr *udp = (void *)ip + ip->ihl * 4;
-			if ((void *)(udp + 1) <= end && udp->dest == bpf_htons((__u16)cfg(2)))
+			__u32 wg = cfg(3);
+			if ((void *)(udp + 1) <= end &&
+			    (udp->dest == bpf_htons((__u16)cfg(2)) ||
+			     (wg != 0 && udp->dest == bpf_htons((__u16)wg))))
 				goto to_ferry;
 		}
 		return XDP_PASS;

@@ -128,6 +128,7 @@ pub fn study_tables_spec(
             });
         }
         peers.push(PeerSpec {
+            wireguard_public_key: None,
             name: other.name.into(),
             address: other.address,
             vtep_mac: Some(vtep_mac_of(other.address)),
@@ -144,6 +145,7 @@ pub fn study_tables_spec(
         RouteTarget::Gateway,
     ));
     Some(TablesSpec {
+        wireguard: None,
         node: NodeSpec {
             gateway: Some(me.gateway),
             vtep_mac: Some(vtep_mac_of(me.address)),

@@ -25,6 +25,7 @@ pub mod stats;
 pub mod steer;
 pub mod tables;
 pub mod wire;
+pub mod wireguard;
 pub mod worker;
 // The one module that talks to the kernel's AF_XDP rings; every block carries a SAFETY note.
 #[allow(unsafe_code)]

@@ -3,15 +3,18 @@
 //!
 //! 1. **ingress** (per packet): parse Ethernet and IPv4 → strip padding → decapsulate IPIP or
 //!    VXLAN addressed to this node (outer destination ours, source a known node, VNI ours, inner
-//!    packet valid) → the destination to route.
+//!    packet valid), or decrypt WireGuard to our port (handshake messages are answered in place)
+//!    → the destination to route.
 //! 2. **route** (whole batch): one batched DIR-24-8 lookup, so the table loads of all packets
 //!    overlap instead of waiting on each other.
 //! 3. **forward** (per packet): adjacency → TTL check (ICMP time exceeded) → MTU check (ICMP
-//!    fragmentation needed) → TTL decrement → encapsulate (IPIP / VXLAN, decided at compile time,
-//!    CrossSubnet included) → MAC rewrite → verdict.
+//!    fragmentation needed) → TTL decrement → encapsulate (IPIP / VXLAN / WireGuard, decided at
+//!    compile time, CrossSubnet included) → MAC rewrite → verdict.
 //!
-//! Frames are rewritten in place; outer headers go into the headroom. Nothing here allocates,
-//! locks or calls the kernel; the caller (an AF_XDP worker or the pcap replay) does the I/O.
+//! Frames are rewritten in place; outer headers go into the headroom. Nothing here calls the
+//! kernel or allocates (except boringtun copying a packet to queue it while its handshake
+//! runs), and nothing locks except the node's WireGuard device, once per batch when the tables
+//! enable WireGuard; the caller (an AF_XDP worker or the pcap replay) does the I/O.
 //! Every drop has a [`DropReason`] and a counter.
 
 use crate::conntrack::{
@@ -28,7 +31,9 @@ use crate::wire::ipv4::{protocol, Ipv4Packet, Ipv4Repr};
 use crate::wire::udp::{UdpPacket, UdpRepr};
 use crate::wire::vxlan::{VxlanPacket, VxlanRepr};
 use crate::wire::{ipip, vxlan, Frame};
-use std::net::Ipv4Addr;
+use crate::wireguard::{self, Decapsulated, Dest, Encapsulated, WgDevice, WgDrop};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
 
 /// Packets processed together; the route pass works on this many at a time.
 pub const BATCH: usize = 64;
@@ -78,6 +83,13 @@ pub struct Pipeline {
     rule_hits: Vec<u64>,
     /// The tables generation `rule_hits` is laid out for.
     rule_hits_generation: u64,
+    /// The node's WireGuard device, shared by the node's workers (see docs/architecture.md:
+    /// locked once per batch when the tables enable WireGuard, uncontended with one worker).
+    wg: Option<Arc<Mutex<WgDevice>>>,
+    /// Scratch for WireGuard: ciphertext out, plaintext in (one copy per packet).
+    wg_buf: Vec<u8>,
+    /// A handshake moved on in the last batch: queued packets wait for a poll.
+    wg_poll_soon: bool,
 }
 
 /// Connections a worker tracks (about 2.5 MiB of table per worker).
@@ -122,7 +134,89 @@ impl Pipeline {
             frags: FragTable::new(4096, seed.rotate_left(23)),
             rule_hits: Vec::new(),
             rule_hits_generation: 0,
+            wg: None,
+            wg_buf: vec![0; wireguard::MAX_DATAGRAM],
+            wg_poll_soon: false,
         }
+    }
+
+    /// Gives the pipeline the node's WireGuard device; without one, WireGuard routes drop
+    /// (`wireguard_no_peer`) and WireGuard datagrams go to the kernel.
+    pub fn set_wireguard(&mut self, dev: Arc<Mutex<WgDevice>>) {
+        self.wg = Some(dev);
+    }
+
+    pub fn wireguard(&self) -> Option<&Arc<Mutex<WgDevice>>> {
+        self.wg.as_ref()
+    }
+
+    /// Whether a handshake completed since the last call (queued packets can go out).
+    pub fn take_wireguard_poll(&mut self) -> bool {
+        std::mem::take(&mut self.wg_poll_soon)
+    }
+
+    /// Writes a WireGuard datagram (`payload`) as a complete frame for the uplink: Ethernet,
+    /// IPv4 from the node address, UDP from the listening port to `dest`. The frame is grown
+    /// or shrunk at the front. For the worker's timer datagrams and the pipeline's own.
+    pub fn emit_wireguard(
+        &mut self,
+        tables: &Tables,
+        frame: &mut Frame<'_>,
+        dest: Dest,
+        payload: &[u8],
+    ) -> Result<(), DropReason> {
+        let Some(wgc) = tables.wireguard.as_ref() else {
+            return Err(DropReason::WireguardNoPeer);
+        };
+        let ep = u32::from(*dest.endpoint.ip());
+        let dst_mac = dest
+            .mac
+            .or_else(|| {
+                tables
+                    .peers
+                    .iter()
+                    .find(|p| p.address == ep)
+                    .and_then(|p| p.next_hop)
+            })
+            .ok_or(DropReason::NeighborUnresolved)?;
+        let want = ETH + 28 + payload.len();
+        let cur = frame.len();
+        if want > cur {
+            frame
+                .push_front(want - cur)
+                .map_err(|_| DropReason::NoHeadroom)?;
+        } else {
+            frame
+                .pop_front(cur - want)
+                .map_err(|_| DropReason::NoHeadroom)?;
+        }
+        let src = tables.node.address;
+        let ident = self.ident.next(src, ep, protocol::UDP);
+        let up_mac = tables.ports[usize::from(tables.node.uplink)].mac;
+        let data = frame.data_mut();
+        data[ETH + 28..want].copy_from_slice(payload);
+        UdpRepr {
+            src_port: wgc.listen_port,
+            dst_port: dest.endpoint.port(),
+            payload_len: payload.len() as u16,
+        }
+        .emit(&mut data[ETH + 20..]);
+        Ipv4Repr {
+            src,
+            dst: ep,
+            protocol: protocol::UDP,
+            ttl: 64,
+            tos: 0,
+            ident,
+            dont_frag: false,
+            payload_len: (8 + payload.len()) as u16,
+        }
+        .emit(&mut data[ETH..]);
+        let mut eth = EthernetFrame::new_unchecked(data);
+        eth.set_dst(dst_mac);
+        eth.set_src(up_mac);
+        eth.set_ethertype(EtherType::IPV4);
+        Ok(())
     }
 
     /// New connections decided per policy rule, for the tables generation last processed:
@@ -171,12 +265,21 @@ impl Pipeline {
             self.rule_hits_generation = tables.generation;
         }
         self.stats.batches += 1;
+        // WireGuard: one lock per batch, only when the tables enable it.
+        let dev = tables.wireguard.as_ref().and(self.wg.clone());
+        let mut guard = dev
+            .as_ref()
+            .map(|d| d.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(g) = guard.as_deref_mut() {
+            sync_wireguard(g, tables);
+        }
+        let mut wg = guard.as_deref_mut();
 
         // Pass 1: ingress.
         for (i, p) in batch.iter_mut().enumerate() {
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += p.frame.len() as u64;
-            match self.ingress(tables, p) {
+            match self.ingress(tables, p, wg.as_deref_mut()) {
                 Ok(d) => {
                     dst[i] = d;
                     live[i] = true;
@@ -206,11 +309,11 @@ impl Pipeline {
                 p.verdict = match policy {
                     Some(pol) => {
                         match self.police(tables, pol, p, adj[i], (&flows[i], homes[i]), now_ns) {
-                            Ok(()) => self.forward(tables, p, adj[i], now_ns),
+                            Ok(()) => self.forward(tables, p, adj[i], now_ns, wg.as_deref_mut()),
                             Err(r) => Verdict::Drop(r),
                         }
                     }
-                    None => self.forward(tables, p, adj[i], now_ns),
+                    None => self.forward(tables, p, adj[i], now_ns, wg.as_deref_mut()),
                 };
             }
             match p.verdict {
@@ -227,7 +330,12 @@ impl Pipeline {
     // ---- pass 1 -----------------------------------------------------------------------------
 
     /// Parse → strip padding → decap. Returns the destination to route, or a final verdict.
-    fn ingress(&mut self, tables: &Tables, p: &mut Packet<'_>) -> Result<u32, Verdict> {
+    fn ingress(
+        &mut self,
+        tables: &Tables,
+        p: &mut Packet<'_>,
+        wg: Option<&mut WgDevice>,
+    ) -> Result<u32, Verdict> {
         use Verdict::Drop;
         if usize::from(p.in_port) >= tables.ports.len() {
             return Err(Drop(DropReason::UnknownPort));
@@ -264,7 +372,88 @@ impl Pipeline {
             protocol::UDP if self.is_vxlan(tables, &p.frame) => {
                 self.decap_vxlan(tables, &mut p.frame)
             }
+            protocol::UDP if is_wireguard(tables, &p.frame) => match wg {
+                Some(dev) => self.decap_wireguard(tables, &mut p.frame, dev),
+                None => Err(Verdict::Host),
+            },
             _ => Err(Verdict::Host),
+        }
+    }
+
+    /// WireGuard to this node's port: handshake messages are answered in place (the frame
+    /// becomes the response), transport data is authenticated and decrypted, and the inner
+    /// packet continues as a decapsulated IPIP packet does — its source must lie in the
+    /// sending node's blocks (Calico's AllowedIPs).
+    fn decap_wireguard(
+        &mut self,
+        tables: &Tables,
+        frame: &mut Frame<'_>,
+        dev: &mut WgDevice,
+    ) -> Result<u32, Verdict> {
+        use Verdict::Drop;
+        let (hl, src, sport, smac, start, end) = {
+            let eth = EthernetFrame::new_unchecked(frame.data());
+            let outer = Ipv4Packet::new_unchecked(&frame.data()[ETH..]);
+            if outer.is_fragment() {
+                return Err(Drop(DropReason::TunnelFragment));
+            }
+            let udp = UdpPacket::new_checked(outer.payload())
+                .map_err(|_| Drop(DropReason::WireguardUnknown))?;
+            let hl = outer.header_len();
+            let start = ETH + hl + 8;
+            (
+                hl,
+                outer.src(),
+                udp.src_port(),
+                eth.src(),
+                start,
+                start + udp.payload().len(),
+            )
+        };
+        let from = SocketAddrV4::new(Ipv4Addr::from(src), sport);
+        let r = dev.decapsulate(from, smac, &frame.data()[start..end], &mut self.wg_buf);
+        match r {
+            Decapsulated::Packet { len, node } => {
+                let (inner_total, inner_dst) = {
+                    let inner = checked_inner(&self.wg_buf[..len])?;
+                    if !tables.source_is_behind_peer(inner.src(), u32::from(node)) {
+                        return Err(Drop(DropReason::SpoofedTunnelSource));
+                    }
+                    (inner.total_len(), inner.dst())
+                };
+                frame
+                    .pop_front(hl + 8 + wireguard::DATA_OVERHEAD / 2)
+                    .map_err(|_| Drop(DropReason::MalformedInner))?;
+                if frame.len() < ETH + inner_total {
+                    return Err(Drop(DropReason::MalformedInner));
+                }
+                let data = frame.data_mut();
+                data[ETH..ETH + inner_total].copy_from_slice(&self.wg_buf[..inner_total]);
+                EthernetFrame::new_unchecked(data).set_ethertype(EtherType::IPV4);
+                frame.truncate(ETH + inner_total);
+                self.stats.decap_wireguard += 1;
+                Ok(inner_dst)
+            }
+            Decapsulated::Reply { len, dest } => {
+                self.wg_poll_soon = true;
+                let reply = std::mem::take(&mut self.wg_buf);
+                let res = self.emit_wireguard(tables, frame, dest, &reply[..len]);
+                self.wg_buf = reply;
+                match res {
+                    Ok(()) => Err(Verdict::Tx(tables.node.uplink)),
+                    Err(r) => Err(Drop(r)),
+                }
+            }
+            Decapsulated::Consumed => {
+                self.wg_poll_soon = true;
+                Err(Drop(DropReason::WireguardConsumed))
+            }
+            Decapsulated::Dropped(w) => Err(Drop(match w {
+                WgDrop::HandshakeFailed => DropReason::WireguardHandshakeFailed,
+                WgDrop::AuthFailed => DropReason::WireguardAuthFailed,
+                WgDrop::Replay => DropReason::WireguardReplay,
+                WgDrop::Unknown => DropReason::WireguardUnknown,
+            })),
         }
     }
 
@@ -467,12 +656,13 @@ impl Pipeline {
         p: &mut Packet<'_>,
         adj_index: u32,
         now_ns: u64,
+        wg: Option<&mut WgDevice>,
     ) -> Verdict {
         let Some(adj) = tables.adjacency(adj_index) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
         match adj.kind {
-            AdjKind::Forward | AdjKind::Ipip | AdjKind::Vxlan => {}
+            AdjKind::Forward | AdjKind::Ipip | AdjKind::Vxlan | AdjKind::WireGuard => {}
             AdjKind::Host => return Verdict::Host,
             AdjKind::Blackhole => return Verdict::Drop(DropReason::Blackhole),
             AdjKind::Unresolved => return Verdict::Drop(DropReason::NeighborUnresolved),
@@ -502,8 +692,50 @@ impl Pipeline {
             return self.icmp_error(tables, p, DropReason::MtuExceeded, err, now_ns);
         }
         Ipv4Packet::new_unchecked(&mut p.frame.data_mut()[ETH..]).decrement_ttl();
+        if adj.kind == AdjKind::WireGuard {
+            return self.encap_wireguard(tables, &mut p.frame, adj, total, wg);
+        }
         match self.encap_and_rewrite(tables, &mut p.frame, adj) {
             Ok(()) => Verdict::Tx(adj.port),
+            Err(r) => Verdict::Drop(r),
+        }
+    }
+
+    /// Encrypts the packet for the adjacency's peer and writes Ethernet + IPv4 + UDP in front
+    /// (one copy: the ciphertext is built in scratch, then written after the new headers).
+    /// Without a session the packet is queued in the peer and the frame carries the
+    /// handshake initiation instead.
+    fn encap_wireguard(
+        &mut self,
+        tables: &Tables,
+        frame: &mut Frame<'_>,
+        adj: &Adjacency,
+        total: usize,
+        wg: Option<&mut WgDevice>,
+    ) -> Verdict {
+        let Some(dev) = wg else {
+            return Verdict::Drop(DropReason::WireguardNoPeer);
+        };
+        let node = Ipv4Addr::from(adj.tunnel_dst);
+        let r = dev.encapsulate(node, &frame.data()[ETH..ETH + total], &mut self.wg_buf);
+        let (len, dest) = match r {
+            Encapsulated::Data { len, dest } => (len, dest),
+            Encapsulated::Handshake { len, dest } => (len, dest),
+            Encapsulated::Queued => return Verdict::Drop(DropReason::WireguardHandshakePending),
+            Encapsulated::NoPeer => return Verdict::Drop(DropReason::WireguardNoPeer),
+        };
+        let dest = Dest {
+            mac: dest.mac.or(Some(adj.dst_mac)),
+            ..dest
+        };
+        let buf = std::mem::take(&mut self.wg_buf);
+        let res = self.emit_wireguard(tables, frame, dest, &buf[..len]);
+        self.wg_buf = buf;
+        match res {
+            Ok(()) => {
+                self.stats.encap_wireguard += 1;
+                Verdict::Tx(adj.port)
+            }
             Err(r) => Verdict::Drop(r),
         }
     }
@@ -672,6 +904,28 @@ impl Pipeline {
         self.stats.icmp_sent[k as usize] += 1;
         Verdict::Tx(adj.port)
     }
+}
+
+/// Brings a WireGuard device's peers in line with the tables, once per tables generation
+/// (allocates: only when the tables change).
+pub fn sync_wireguard(dev: &mut WgDevice, tables: &Tables) {
+    if let Some(w) = tables.wireguard.as_ref() {
+        if dev.synced_generation != tables.generation {
+            dev.set_port(w.listen_port);
+            dev.sync(&tables.wireguard_peers());
+            dev.synced_generation = tables.generation;
+        }
+    }
+}
+
+/// UDP to the node's WireGuard port (the caller checked the destination is the node).
+fn is_wireguard(tables: &Tables, frame: &Frame<'_>) -> bool {
+    let Some(w) = tables.wireguard.as_ref() else {
+        return false;
+    };
+    let ip = Ipv4Packet::new_unchecked(&frame.data()[ETH..]);
+    ip.frag_offset() == 0
+        && matches!(UdpPacket::new_checked(ip.payload()), Ok(u) if u.dst_port() == w.listen_port)
 }
 
 /// Validates a tunnel's inner IPv4 packet (header, lengths, checksum).

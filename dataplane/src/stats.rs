@@ -52,10 +52,24 @@ pub enum DropReason {
     FragmentTooSmall,
     /// A new connection that the full connection table could not track.
     ConntrackFull,
+    /// To a WireGuard peer the device does not know (no key yet).
+    WireguardNoPeer,
+    /// Queued inside the WireGuard peer while its handshake runs (sent after it, at most 256).
+    WireguardHandshakePending,
+    /// A handshake message that failed (bad MAC, unknown initiator, replayed timestamp).
+    WireguardHandshakeFailed,
+    /// Transport data whose authentication tag did not verify.
+    WireguardAuthFailed,
+    /// Transport data with a counter already seen or left of the replay window.
+    WireguardReplay,
+    /// For an unknown receiver index, not WireGuard, or not IPv4 inside.
+    WireguardUnknown,
+    /// Not an error: a keepalive or a cookie reply ends here.
+    WireguardConsumed,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 21;
+    pub const COUNT: usize = 28;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::BadIpChecksum,
@@ -78,6 +92,13 @@ impl DropReason {
         DropReason::FragmentWithoutFirst,
         DropReason::FragmentTooSmall,
         DropReason::ConntrackFull,
+        DropReason::WireguardNoPeer,
+        DropReason::WireguardHandshakePending,
+        DropReason::WireguardHandshakeFailed,
+        DropReason::WireguardAuthFailed,
+        DropReason::WireguardReplay,
+        DropReason::WireguardUnknown,
+        DropReason::WireguardConsumed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +124,13 @@ impl DropReason {
             DropReason::FragmentWithoutFirst => "fragment_without_first",
             DropReason::FragmentTooSmall => "fragment_too_small",
             DropReason::ConntrackFull => "conntrack_full",
+            DropReason::WireguardNoPeer => "wireguard_no_peer",
+            DropReason::WireguardHandshakePending => "wireguard_handshake_pending",
+            DropReason::WireguardHandshakeFailed => "wireguard_handshake_failed",
+            DropReason::WireguardAuthFailed => "wireguard_auth_failed",
+            DropReason::WireguardReplay => "wireguard_replay",
+            DropReason::WireguardUnknown => "wireguard_unknown",
+            DropReason::WireguardConsumed => "wireguard_consumed",
         }
     }
 }
@@ -144,6 +172,8 @@ pub struct Stats {
     pub decap_vxlan: u64,
     pub encap_ipip: u64,
     pub encap_vxlan: u64,
+    pub decap_wireguard: u64,
+    pub encap_wireguard: u64,
     pub batches: u64,
     /// Connections tracked (new flows allowed by policy).
     pub ct_created: u64,
@@ -189,6 +219,8 @@ impl Stats {
         self.decap_vxlan += o.decap_vxlan;
         self.encap_ipip += o.encap_ipip;
         self.encap_vxlan += o.encap_vxlan;
+        self.decap_wireguard += o.decap_wireguard;
+        self.encap_wireguard += o.encap_wireguard;
         self.batches += o.batches;
         self.ct_created += o.ct_created;
         self.ct_established += o.ct_established;

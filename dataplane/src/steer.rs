@@ -84,6 +84,22 @@ impl Steering {
         })
     }
 
+    /// Steers UDP to the node on `port` (WireGuard) to Ferry too; 0 turns it off.
+    pub fn set_wireguard_port(&mut self, port: u16) -> Result<(), SteerError> {
+        let iface = self.iface.clone();
+        let map_err = |e: aya::maps::MapError| SteerError::Map {
+            iface: iface.clone(),
+            message: e.to_string(),
+        };
+        let mut config: Array<&mut MapData, u32> = Array::try_from(
+            self.ebpf
+                .map_mut("config")
+                .ok_or_else(|| SteerError::Load("no config map".into()))?,
+        )
+        .map_err(map_err)?;
+        config.set(3, u32::from(port), 0).map_err(map_err)
+    }
+
     /// Redirects the interface's queue `queue` to the socket `fd`.
     pub fn set_socket(&mut self, queue: u32, fd: impl AsRawFd) -> Result<(), SteerError> {
         let iface = self.iface.clone();

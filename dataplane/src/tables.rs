@@ -110,6 +110,40 @@ pub struct TablesSpec {
     pub pools: Vec<PoolSpec>,
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+    /// WireGuard between nodes (Calico's `wireguardEnabled`): routes to a peer with a public
+    /// key go through WireGuard; to a peer without one, the pool's mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<WireGuardSpec>,
+}
+
+/// This node's WireGuard settings (the private key is not in the tables: the node daemon
+/// holds it, see `dataplane::wireguard::WgDevice`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WireGuardSpec {
+    /// UDP port, ours and the peers' (Calico's `wireguardListeningPort`, default 51820).
+    #[serde(default = "default_wg_port")]
+    pub listen_port: u16,
+    /// Largest inner packet (Calico's `wireguardMTU`, default 1440).
+    #[serde(default = "default_wg_mtu")]
+    pub mtu: u16,
+}
+
+fn default_wg_port() -> u16 {
+    crate::wireguard::DEFAULT_PORT
+}
+
+fn default_wg_mtu() -> u16 {
+    crate::wireguard::DEFAULT_MTU
+}
+
+impl Default for WireGuardSpec {
+    fn default() -> Self {
+        WireGuardSpec {
+            listen_port: default_wg_port(),
+            mtu: default_wg_mtu(),
+        }
+    }
 }
 
 /// This node.
@@ -233,6 +267,10 @@ pub struct PeerSpec {
     /// Its VTEP MAC, needed to send it VXLAN.
     #[serde(default)]
     pub vtep_mac: Option<MacAddr>,
+    /// Its WireGuard public key (base64, the Node annotation
+    /// `projectcalico.org/WireguardPublicKey`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard_public_key: Option<String>,
 }
 
 /// Calico's encapsulation modes (`ipipMode` / `vxlanMode`).
@@ -268,6 +306,8 @@ pub enum Encap {
     None,
     Ipip,
     Vxlan,
+    /// WireGuard (chosen by the compiler when enabled and the peer has a key).
+    Wireguard,
 }
 
 /// Where a prefix goes.
@@ -335,6 +375,8 @@ pub enum AdjKind {
     Ipip,
     /// Encapsulate in VXLAN towards `tunnel_dst`, then send out the uplink.
     Vxlan,
+    /// Encrypt with WireGuard for the peer on node `tunnel_dst`, send out the uplink in UDP.
+    WireGuard,
     /// Hand to the kernel.
     Host,
     Blackhole,
@@ -393,6 +435,10 @@ pub struct Peer {
     pub address: u32,
     pub vtep_mac: Option<MacAddr>,
     pub same_subnet: bool,
+    /// Its WireGuard public key, when WireGuard is enabled and it published one.
+    pub wg_key: Option<crate::wireguard::WgKey>,
+    /// The next hop's MAC towards it on the uplink, when known.
+    pub next_hop: Option<MacAddr>,
 }
 
 /// A route as configured, kept for display and diagnosis (the LPM holds only indexes).
@@ -430,6 +476,8 @@ pub struct Tables {
     lpm: Lpm,
     /// Network policy, if any applies (`None`: no policy at all, nothing is tracked).
     pub policy: Option<std::sync::Arc<crate::policy::PolicyTables>>,
+    /// WireGuard, when enabled: port, MTU; the peers with keys are in `peers`.
+    pub wireguard: Option<WireGuardSpec>,
 }
 
 impl fmt::Debug for Tables {
@@ -468,6 +516,12 @@ pub enum TablesError {
     },
     #[error("node.vxlan_vni {0} does not fit in 24 bits")]
     BadVni(u32),
+    #[error("peer {peer:?}: wireguard_public_key is not a base64 32-byte key ({reason})")]
+    BadWireguardKey { peer: String, reason: String },
+    #[error("wireguard.mtu {mtu} must be at least 576 and leave 60 bytes for WireGuard on the uplink MTU {uplink_mtu}")]
+    BadWireguardMtu { mtu: u16, uplink_mtu: u16 },
+    #[error("wireguard.listen_port must not be 0 or the VXLAN port")]
+    BadWireguardPort,
     #[error("node.address {address} is not inside node.subnet {subnet}")]
     AddressOutsideSubnet {
         address: Ipv4Addr,
@@ -569,6 +623,18 @@ impl Tables {
         }
         if n.vxlan_vni > 0x00ff_ffff {
             return Err(TablesError::BadVni(n.vxlan_vni));
+        }
+        if let Some(w) = &spec.wireguard {
+            if w.mtu < 576 || usize::from(w.mtu) + crate::wireguard::OVERHEAD > usize::from(up_mtu)
+            {
+                return Err(TablesError::BadWireguardMtu {
+                    mtu: w.mtu,
+                    uplink_mtu: up_mtu,
+                });
+            }
+            if w.listen_port == 0 || w.listen_port == n.vxlan_port {
+                return Err(TablesError::BadWireguardPort);
+            }
         }
         let address = u32::from(n.address);
         if !n.subnet.contains(address) {
@@ -684,11 +750,24 @@ impl Tables {
             if peer_ids.insert(&p.name, peers.len()).is_some() || !peer_addrs.insert(a) {
                 return Err(TablesError::DuplicatePeer(p.name.clone()));
             }
+            let wg_key = match (&spec.wireguard, &p.wireguard_public_key) {
+                (Some(_), Some(k)) => {
+                    Some(crate::wireguard::WgKey::from_base64(k).map_err(|e| {
+                        TablesError::BadWireguardKey {
+                            peer: p.name.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?)
+                }
+                _ => None,
+            };
             peers.push(Peer {
                 name: p.name.clone(),
                 address: a,
                 vtep_mac: p.vtep_mac,
                 same_subnet: n.subnet.contains(a),
+                wg_key,
+                next_hop: uplink_next_hop(a),
             });
         }
 
@@ -721,8 +800,16 @@ impl Tables {
                     let peer = &peers[pi];
                     let (encap, mode) = match r.encap {
                         Some(e) => (e, r.mode.unwrap_or(EncapMode::Always)),
+                        // As Calico: WireGuard to a node with a key, whatever the pool's mode;
+                        // to a node without one, the pool's mode.
+                        None if peer.wg_key.is_some() => (Encap::Wireguard, EncapMode::Always),
                         None => pool_encap(&spec.pools, r.prefix),
                     };
+                    if encap == Encap::Wireguard && peer.wg_key.is_none() {
+                        return Err(bad(format!(
+                            "encap = \"wireguard\" to peer {name:?} needs [wireguard] and its key"
+                        )));
+                    }
                     // CrossSubnet is decided here, once, from the node subnets: the packet
                     // path only ever sees "plain" or "this tunnel".
                     let encap = match mode {
@@ -732,6 +819,19 @@ impl Tables {
                     };
                     let adj = match encap {
                         Encap::None => plain_uplink(uplink_next_hop(peer.address)),
+                        Encap::Wireguard => match peer.next_hop {
+                            None => Adjacency::simple(AdjKind::Unresolved),
+                            Some(next) => Adjacency {
+                                kind: AdjKind::WireGuard,
+                                port: uplink,
+                                src_mac: up_mac,
+                                dst_mac: next,
+                                mtu: spec.wireguard.as_ref().map_or(0, |w| w.mtu),
+                                tunnel_dst: peer.address,
+                                peer: peer.address,
+                                ..Adjacency::simple(AdjKind::WireGuard)
+                            },
+                        },
                         Encap::Ipip | Encap::Vxlan => match uplink_next_hop(peer.address) {
                             None => Adjacency::simple(AdjKind::Unresolved),
                             Some(next) => {
@@ -761,6 +861,7 @@ impl Tables {
                         Encap::None => "direct",
                         Encap::Ipip => "ipip",
                         Encap::Vxlan => "vxlan",
+                        Encap::Wireguard => "wireguard",
                     };
                     let adj = Adjacency {
                         peer: peer.address,
@@ -819,7 +920,25 @@ impl Tables {
             adjacencies,
             lpm,
             policy: None,
+            wireguard: spec.wireguard.clone(),
         })
+    }
+
+    /// The WireGuard peers these tables describe (empty when WireGuard is off).
+    pub fn wireguard_peers(&self) -> Vec<crate::wireguard::PeerConfig> {
+        if self.wireguard.is_none() {
+            return Vec::new();
+        }
+        self.peers
+            .iter()
+            .filter_map(|p| {
+                Some(crate::wireguard::PeerConfig {
+                    node: Ipv4Addr::from(p.address),
+                    key: p.wg_key?,
+                    mac: p.next_hop,
+                })
+            })
+            .collect()
     }
 
     /// The adjacency index for `dst`, if any route covers it.

@@ -8,8 +8,9 @@
 
 use crate::pipeline::{Packet, Pipeline, Verdict, BATCH};
 use crate::stats::{DropReason, IcmpSent, Stats};
-use crate::tables::{PortId, TablesReader};
+use crate::tables::{PortId, Tables, TablesReader};
 use crate::wire::Frame;
+use crate::wireguard::WgDevice;
 use crate::xsk::{self, RingSizes, Umem, XskError, XskFrame, XskSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub struct WorkerShared {
     pub encap_vxlan: AtomicU64,
     pub decap_ipip: AtomicU64,
     pub decap_vxlan: AtomicU64,
+    pub encap_wireguard: AtomicU64,
+    pub decap_wireguard: AtomicU64,
     /// Frames the tx ring had no room for (dropped).
     pub tx_ring_full: AtomicU64,
     /// Frames the pipeline gave to the host although the steering program should have passed
@@ -99,6 +102,8 @@ impl WorkerShared {
         self.encap_vxlan.store(s.encap_vxlan, r);
         self.decap_ipip.store(s.decap_ipip, r);
         self.decap_vxlan.store(s.decap_vxlan, r);
+        self.encap_wireguard.store(s.encap_wireguard, r);
+        self.decap_wireguard.store(s.decap_wireguard, r);
         self.batches.store(s.batches, r);
         self.ct_created.store(s.ct_created, r);
         self.ct_established.store(s.ct_established, r);
@@ -130,6 +135,9 @@ pub struct Worker {
     tables: TablesReader,
     shared: Arc<WorkerShared>,
     config: WorkerConfig,
+    /// Scratch for WireGuard timer datagrams and the frames they become.
+    wg_scratch: Vec<u8>,
+    wg_tx: Vec<(XskFrame, usize, usize)>,
 }
 
 impl Worker {
@@ -171,7 +179,74 @@ impl Worker {
             tables,
             shared: Arc::new(WorkerShared::default()),
             config,
+            wg_scratch: Vec::new(),
+            wg_tx: Vec::new(),
         })
+    }
+
+    /// Shares the node's WireGuard device with this worker's pipeline (every worker of a node
+    /// gets the same one; it outlives worker restarts, so sessions survive them).
+    pub fn set_wireguard(&mut self, dev: Arc<std::sync::Mutex<WgDevice>>) {
+        self.wg_scratch = vec![0; crate::wireguard::MAX_DATAGRAM];
+        self.wg_tx = Vec::with_capacity(BATCH);
+        self.pipeline.set_wireguard(dev);
+    }
+
+    /// Runs the WireGuard timers and sends what they and finished handshakes produce, as
+    /// frames on the uplink. Between batches, never per packet.
+    fn wireguard_poll(&mut self, tables: &Tables) {
+        let Some(dev) = self.pipeline.wireguard().cloned() else {
+            return;
+        };
+        let Some(&si) = self.tx_socket.get(usize::from(tables.node.uplink)) else {
+            return;
+        };
+        let mut out = std::mem::take(&mut self.wg_tx);
+        {
+            let mut g = dev.lock().unwrap_or_else(|e| e.into_inner());
+            crate::pipeline::sync_wireguard(&mut g, tables);
+            let Worker {
+                umem,
+                free,
+                pipeline,
+                wg_scratch,
+                ..
+            } = self;
+            g.poll(wg_scratch, |dest, bytes| {
+                let Some(mut frame) = free.pop() else {
+                    return;
+                };
+                let want = crate::wire::ethernet::HEADER_LEN + 28 + bytes.len();
+                let built = {
+                    let chunk = umem.chunk_mut(&mut frame);
+                    match Frame::new(chunk, 0, want) {
+                        Ok(mut f) => pipeline
+                            .emit_wireguard(tables, &mut f, dest, bytes)
+                            .ok()
+                            .map(|()| (f.head(), f.len())),
+                        Err(_) => None,
+                    }
+                };
+                match built {
+                    Some((head, len)) => out.push((frame, head, len)),
+                    None => free.push(frame),
+                }
+            });
+        }
+        if !out.is_empty() {
+            let want = out.len();
+            let sock = &mut self.sockets[si];
+            let sent = sock.send(&mut out, &mut self.free);
+            if sent < want {
+                self.shared
+                    .tx_ring_full
+                    .fetch_add((want - sent) as u64, Ordering::Relaxed);
+            }
+            sock.kick();
+        }
+        // Frames the ring did not take go back to the free list.
+        self.free.extend(out.drain(..).map(|(f, _, _)| f));
+        self.wg_tx = out;
     }
 
     /// The sockets of port `port`, in queue order, for the steering program's map.
@@ -205,6 +280,7 @@ impl Worker {
             (0..nports).map(|_| Vec::with_capacity(BATCH)).collect();
         let mut packet_store: Vec<Packet<'static>> = Vec::with_capacity(BATCH);
         let mut idle = 0u32;
+        let mut wg_last_poll = Instant::now();
         for s in &mut self.sockets {
             s.refill(&mut self.free, fill_target);
         }
@@ -275,6 +351,13 @@ impl Worker {
                             .fetch_add((want - sent) as u64, Ordering::Relaxed);
                     }
                     sock.kick();
+                }
+            }
+            if tables.wireguard.is_some() && self.pipeline.wireguard().is_some() {
+                let soon = self.pipeline.take_wireguard_poll();
+                if soon || wg_last_poll.elapsed() >= crate::wireguard::TIMER_TICK {
+                    self.wireguard_poll(&tables);
+                    wg_last_poll = Instant::now();
                 }
             }
             if work > 0 {

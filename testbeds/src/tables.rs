@@ -80,6 +80,7 @@ pub fn tables_spec(
             });
         }
         peers.push(PeerSpec {
+            wireguard_public_key: None,
             name: other.name.clone(),
             address: other.address,
             vtep_mac: Some(vtep_mac_of(other.address)),
@@ -100,6 +101,7 @@ pub fn tables_spec(
         RouteTarget::Gateway,
     ));
     Ok(TablesSpec {
+        wireguard: None,
         node: NodeSpec {
             gateway: Some(me.gateway),
             vtep_mac: Some(vtep_mac_of(me.address)),
