@@ -4,8 +4,9 @@
 set -euo pipefail
 need=()
 # clang + libbpf-dev build the XDP program; iperf3 for `ferry-lab bench`; python3 runs the lab tools;
-# util-linux has the nsenter ferry-cni uses, ethtool turns veth offloads off.
-for pkg in tshark tcpdump iproute2 util-linux ethtool iputils-ping iperf3 python3 clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config; do
+# util-linux has the nsenter ferry-cni uses, ethtool turns veth offloads off; dpdk-dev (dpdk-testpmd)
+# and linux-perf for `ferry-bench compare`.
+for pkg in tshark tcpdump iproute2 util-linux ethtool iputils-ping iperf3 python3 clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config dpdk-dev linux-perf; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

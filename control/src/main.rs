@@ -175,6 +175,12 @@ enum NodeCommand {
         /// UMEM frames (2 KiB each).
         #[arg(long, default_value_t = 8192)]
         frames: u32,
+        /// Benchmark only (ferry-bench compare): no pipeline at all — swap each frame's MAC
+        /// addresses and send it out the next port of the tables (the first port's frames out
+        /// the second, the last's out the first). The same sockets, rings and batches as normal
+        /// forwarding: Ferry's AF_XDP I/O ceiling.
+        #[arg(long)]
+        zero_work: bool,
     },
 }
 
@@ -348,11 +354,13 @@ fn run(cli: Cli) -> Result<()> {
                     cores,
                     idle_spins,
                     frames,
+                    zero_work,
                 },
         } => {
             let worker = dataplane::worker::WorkerConfig {
                 idle_spins,
                 frames,
+                zero_work,
                 ..Default::default()
             };
             let source = match (tables, manifests, node) {
