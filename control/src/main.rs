@@ -107,6 +107,8 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of `Run` does not matter.
+#[allow(clippy::large_enum_variant)]
 enum NodeCommand {
     /// Is the node daemon running, and what is it doing (from its metrics endpoint).
     Status {
@@ -181,6 +183,11 @@ enum NodeCommand {
         /// forwarding: Ferry's AF_XDP I/O ceiling.
         #[arg(long)]
         zero_work: bool,
+        /// With --tables: enforce the network policies of this manifest file or directory
+        /// (NetworkPolicy/GlobalNetworkPolicy objects and the Pods and Namespaces they select,
+        /// pods with status.podIP), compiled once at start (see docs/policy.md).
+        #[arg(long, value_name = "DIR", requires = "tables")]
+        policy: Option<PathBuf>,
     },
 }
 
@@ -355,6 +362,7 @@ fn run(cli: Cli) -> Result<()> {
                     idle_spins,
                     frames,
                     zero_work,
+                    policy,
                 },
         } => {
             let worker = dataplane::worker::WorkerConfig {
@@ -389,6 +397,7 @@ fn run(cli: Cli) -> Result<()> {
                 worker,
                 workers,
                 cores,
+                policy,
             })
         }
     }

@@ -162,8 +162,9 @@ CI setting (a few seconds per system):\n  ferry-bench compare --short --json /tm
         ferry: Option<PathBuf>,
         #[arg(long, default_value = "dpdk-testpmd")]
         testpmd: PathBuf,
-        /// CI setting: 1 repeat, 0.5 s trials, search resolution 0.25 up to 200 kpps (unless
-        /// --max-rate); still every system and 4,096 destinations.
+        /// CI setting: 1 repeat, 0.5 s trials, search resolution 0.25 from 2 kpps up to 200
+        /// kpps (unless --max-rate), a trial counts if the generator offered ≥ 90% of its rate
+        /// (98% otherwise); still every system and 4,096 destinations.
         #[arg(long)]
         short: bool,
         /// Print every trial.
@@ -545,6 +546,10 @@ fn compare_cmd(
         cfg.trial_secs = 0.5;
         cfg.drain_secs = 0.1;
         cfg.resolution = 0.25;
+        cfg.min_rate = cfg.min_rate.min(2_000);
+        // Half-second trials at a few kpps on a busy CI machine: a preempted generator misses
+        // a few percent of its schedule; that must not read as the system failing.
+        cfg.min_offered_ratio = 0.9;
         cfg.max_rate = cfg.max_rate.or(Some(200_000));
     }
     cfg.ferry = match ferry {
