@@ -811,13 +811,16 @@ pub struct TrialResult {
     #[serde(flatten)]
     pub trial: Trial,
     pub latency: Latency,
-    /// Busy seconds of every core over the trial (from /proc/stat), minus the background: what
-    /// the cores were busy with before the system was started, at the same rate.
+    /// Busy seconds of every core over the trial (from /proc/stat), whoever was busy.
     pub core_busy_s: Vec<f64>,
-    /// The same without the background subtracted.
-    pub core_busy_raw_s: Vec<f64>,
-    /// Sum over all cores per million packets received.
+    /// The same minus the background (each core's busy fraction before the system started,
+    /// times the trial's length): an estimate of our share when other tenants load the
+    /// machine, only as good as their load is steady.
+    pub core_busy_net_s: Vec<f64>,
+    /// Sum over all cores per million packets received (from `core_busy_s`).
     pub cpu_s_per_mpkt: Option<f64>,
+    /// From `core_busy_net_s`.
+    pub cpu_s_per_mpkt_net: Option<f64>,
     /// Per core, per million packets received.
     pub core_cpu_s_per_mpkt: Vec<f64>,
     /// CPU of the generator's and the sink's own threads over the trial.
@@ -934,8 +937,8 @@ impl Trials<'_> {
             sent: g.sent,
             received: g.sent.saturating_sub(lost),
         };
-        let raw = cpu1.busy_secs_since(&cpu0);
-        let busy: Vec<f64> = raw
+        let busy = cpu1.busy_secs_since(&cpu0);
+        let net: Vec<f64> = busy
             .iter()
             .enumerate()
             .map(|(i, &b)| (b - self.background.get(i).copied().unwrap_or(0.0) * wall).max(0.0))
@@ -946,9 +949,10 @@ impl Trials<'_> {
             trial: t,
             latency: r.latency,
             cpu_s_per_mpkt: (t.received > 0).then(|| per(busy.iter().sum())),
+            cpu_s_per_mpkt_net: (t.received > 0).then(|| per(net.iter().sum())),
             core_cpu_s_per_mpkt: busy.iter().map(|&b| per(b)).collect(),
             core_busy_s: busy,
-            core_busy_raw_s: raw,
+            core_busy_net_s: net,
             gen_thread_cpu_s: g.cpu_s,
             sink_thread_cpu_s: r.cpu_s,
             system_process_cpu_s: p0.zip(p1).map(|(a, b)| b - a),
@@ -1128,6 +1132,11 @@ pub struct Summary {
     pub p99_us_at_90pct_pdr: Option<Spread>,
     /// All cores, at 90% of the PDR.
     pub cpu_s_per_mpkt_at_90pct_pdr: Option<Spread>,
+    /// The same with the background subtracted (see [`TrialResult::core_busy_net_s`]).
+    pub cpu_s_per_mpkt_net_at_90pct_pdr: Option<Spread>,
+    /// Background busy fraction summed over the cores (1.0 = one core's worth), before the
+    /// system started: how loaded the machine was by others.
+    pub background_busy_cores: Option<Spread>,
     /// Per core (index = core), at 90% of the PDR.
     pub core_cpu_s_per_mpkt_at_90pct_pdr: Vec<Option<Spread>>,
     pub fwd_core_cycles_per_pkt_at_90pct_pdr: Option<Spread>,
@@ -1151,6 +1160,10 @@ pub fn summarize(reps: &[RepeatResult]) -> Summary {
         p50_us_at_90pct_pdr: s(&|r| r.at_90pct_pdr.as_ref().map(|t| us(t.latency.p50_ns))),
         p99_us_at_90pct_pdr: s(&|r| r.at_90pct_pdr.as_ref().map(|t| us(t.latency.p99_ns))),
         cpu_s_per_mpkt_at_90pct_pdr: s(&|r| r.at_90pct_pdr.as_ref().and_then(|t| t.cpu_s_per_mpkt)),
+        cpu_s_per_mpkt_net_at_90pct_pdr: s(&|r| {
+            r.at_90pct_pdr.as_ref().and_then(|t| t.cpu_s_per_mpkt_net)
+        }),
+        background_busy_cores: s(&|r| Some(r.background_busy_fraction.iter().sum())),
         core_cpu_s_per_mpkt_at_90pct_pdr: (0..ncores)
             .map(|c| {
                 s(&|r| {
@@ -1356,7 +1369,7 @@ pub fn targets(systems: &[SystemResult]) -> Vec<TargetCheck> {
         };
     if let Some(z) = get("ferry-zero-work") {
         ratio(
-            "NDR ferry-ipip / ferry-zero-work",
+            &format!("NDR {fname} / ferry-zero-work"),
             f.ndr_pps,
             z.ndr_pps,
             0.9,
@@ -1427,9 +1440,11 @@ pub fn table(rep: &Report, markdown: bool) -> String {
         "p50/p99 µs @90% PDR",
         "CPU-s/Mpkt all cores",
         "per core",
+        "net of bg",
+        "bg cores",
         "cycles/pkt",
     ];
-    let rows: Vec<[String; 8]> = rep
+    let rows: Vec<[String; 10]> = rep
         .systems
         .iter()
         .map(|s| {
@@ -1449,6 +1464,9 @@ pub fn table(rep: &Report, markdown: bool) -> String {
                     .map(|c| c.map_or("-".into(), |c| format!("{:.2}", c.median)))
                     .collect::<Vec<_>>()
                     .join(" + "),
+                fmt_spread(m.cpu_s_per_mpkt_net_at_90pct_pdr, 1.0, 2),
+                m.background_busy_cores
+                    .map_or("-".into(), |b| format!("{:.2}", b.median)),
                 m.fwd_core_cycles_per_pkt_at_90pct_pdr
                     .map_or("not supported".into(), |c| format!("{:.0}", c.median)),
             ]
@@ -1526,7 +1544,7 @@ fn esc(s: &str) -> String {
 /// A bar chart (NDR and PDR with min–max whiskers, and CPU-s per Mpkt) as SVG, by hand.
 pub fn svg(rep: &Report) -> String {
     let n = rep.systems.len().max(1);
-    let (left, top, ph, gap) = (70.0, 50.0, 220.0, 70.0);
+    let (left, top, ph, gap) = (70.0, 50.0, 220.0, 120.0);
     let slot = 90.0;
     let width = left + slot * n as f64 + 30.0;
     let height = top + ph + gap + ph + 90.0;
@@ -1783,6 +1801,8 @@ mod tests {
             p99_us_at_90pct_pdr: None,
             cpu_s_per_mpkt_at_90pct_pdr: sp(cpu),
             core_cpu_s_per_mpkt_at_90pct_pdr: vec![],
+            cpu_s_per_mpkt_net_at_90pct_pdr: None,
+            background_busy_cores: None,
             fwd_core_cycles_per_pkt_at_90pct_pdr: None,
         };
         let sys = |name: &str, s: Summary| SystemResult {
@@ -1804,5 +1824,8 @@ mod tests {
             met,
             [Some(true), Some(true), Some(true), Some(true), Some(false)]
         );
+        for c in &t {
+            assert!(c.target.contains("ferry-ipip-policy /"), "{}", c.target);
+        }
     }
 }
