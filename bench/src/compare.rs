@@ -118,6 +118,11 @@ pub struct CompareConfig {
     /// A trial counts only if the generator sent at least this fraction of the offered rate
     /// (else the generator, not the system, was the limit).
     pub min_offered_ratio: f64,
+    /// A repeat is run again (up to `quiet_attempts` times) when the background load before
+    /// or after it exceeds this many cores' worth: figures taken while another tenant loads
+    /// the machine measure that tenant. 0 disables the check.
+    pub quiet_below: f64,
+    pub quiet_attempts: u32,
     /// Print one line per trial.
     pub verbose: bool,
 }
@@ -140,6 +145,8 @@ impl Default for CompareConfig {
             ferry: PathBuf::from("ferry"),
             testpmd: PathBuf::from("dpdk-testpmd"),
             min_offered_ratio: 0.98,
+            quiet_below: 0.3,
+            quiet_attempts: 4,
             verbose: false,
         }
     }
@@ -593,6 +600,45 @@ fn ferry_tables(lab: &Lab, encap: &str, dests: u32) -> String {
     t
 }
 
+/// Where Ferry serves /metrics inside the router namespace.
+const FERRY_METRICS: &str = "127.0.0.1:9099";
+
+/// Ferry's nonzero counters worth reading beside a result (drops by reason, tx ring full, idle
+/// sleeps, tunnels, conntrack), fetched over HTTP from a thread inside the router namespace.
+fn ferry_counters(ns: &str) -> Result<Vec<String>> {
+    let ns = ns.to_string();
+    std::thread::spawn(move || -> Result<Vec<String>> {
+        use std::io::{Read, Write};
+        enter_netns(&ns)?;
+        let mut c =
+            std::net::TcpStream::connect(FERRY_METRICS).context("connect to ferry's metrics")?;
+        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut body = String::new();
+        c.read_to_string(&mut body)?;
+        Ok(body
+            .lines()
+            .filter(|l| {
+                [
+                    "ferry_drops_total",
+                    "ferry_tx_ring_full_total",
+                    "ferry_idle_sleeps_total",
+                    "ferry_tunnel_packets_total",
+                    "ferry_conntrack",
+                    "ferry_rx_packets_total",
+                    "ferry_tx_packets_total",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
+                    && !l.ends_with(" 0")
+            })
+            .map(String::from)
+            .collect())
+    })
+    .join()
+    .map_err(|_| anyhow!("metrics thread panicked"))?
+}
+
 /// The generator pod, its namespace, and an egress NetworkPolicy selecting it that allows its
 /// UDP flows to the remote pods: every packet goes through the policy stage and conntrack.
 fn write_policy_manifests(dir: &Path) -> Result<()> {
@@ -752,6 +798,8 @@ fn start_system(sys: System, lab: &Lab, cfg: &CompareConfig) -> Result<Running> 
                 &tables.to_string_lossy(),
                 "--cores",
                 &cfg.fwd_core.to_string(),
+                "--metrics",
+                FERRY_METRICS,
             ]
             .iter()
             .map(|s| s.to_string())
@@ -984,6 +1032,15 @@ pub struct RepeatResult {
     /// Busy fraction of each core measured just before the system started (lab and sink up,
     /// no traffic): other tenants' load, subtracted from every trial's CPU figures.
     pub background_busy_fraction: Vec<f64>,
+    /// The same measured right after the system stopped.
+    pub background_after_busy_fraction: Vec<f64>,
+    /// Attempts this repeat took (more than 1 when the machine was busy; see
+    /// `CompareConfig::quiet_below`); `loaded`: the last attempt was still over the limit.
+    pub attempts: u32,
+    pub loaded: bool,
+    /// Ferry's nonzero counters over the whole repeat (drops by reason, tx ring full, idle
+    /// sleeps, tunnels, conntrack) from its /metrics; empty for the other systems.
+    pub system_counters: Vec<String>,
     pub search_max_pps: u64,
     pub ndr_pps: u64,
     pub pdr_pps: u64,
@@ -1074,11 +1131,21 @@ fn measure(
         bail!("interrupted");
     }
     let trials = std::mem::take(&mut tr.all);
+    let system_counters = if sys.name().starts_with("ferry") {
+        ferry_counters(&lab.rtr_ns).unwrap_or_else(|e| vec![format!("metrics unavailable: {e:#}")])
+    } else {
+        Vec::new()
+    };
     drop(running);
     sink.finish().ok();
+    let background_after = background_load(if cfg.trial_secs < 1.0 { 0.3 } else { 1.0 });
     drop(lab);
     Ok(RepeatResult {
+        system_counters,
         background_busy_fraction: background,
+        background_after_busy_fraction: background_after,
+        attempts: 1,
+        loaded: false,
         search_max_pps: max,
         ndr_pps: outcome.ndr.rate_pps,
         pdr_pps: outcome.pdr.rate_pps,
@@ -1297,8 +1364,31 @@ pub fn compare(cfg: &CompareConfig, stop: &AtomicBool) -> Result<Report> {
                 bail!("interrupted");
             }
             let t = Instant::now();
-            let r = measure(*sys, cfg, perf, stop)
-                .with_context(|| format!("{} (repeat {})", sys.name(), rep + 1))?;
+            let mut attempt = 1;
+            let r = loop {
+                let mut r = measure(*sys, cfg, perf, stop)
+                    .with_context(|| format!("{} (repeat {})", sys.name(), rep + 1))?;
+                let bg = r
+                    .background_busy_fraction
+                    .iter()
+                    .sum::<f64>()
+                    .max(r.background_after_busy_fraction.iter().sum::<f64>());
+                r.attempts = attempt;
+                r.loaded = cfg.quiet_below > 0.0 && bg > cfg.quiet_below;
+                if !r.loaded || attempt >= cfg.quiet_attempts.max(1) {
+                    break r;
+                }
+                eprintln!(
+                    "           {} repeat {}: the machine was busy ({bg:.2} cores of background); \
+                     measuring again (attempt {}/{})",
+                    sys.name(),
+                    rep + 1,
+                    attempt + 1,
+                    cfg.quiet_attempts
+                );
+                attempt += 1;
+                std::thread::sleep(Duration::from_secs(3));
+            };
             eprintln!(
                 "[{:6.1} s] repeat {}/{} {:<16} NDR {:>8} PDR {:>8} pps ({} trials, {:.1} s)",
                 t0.elapsed().as_secs_f64(),
@@ -1331,7 +1421,8 @@ pub fn compare(cfg: &CompareConfig, stop: &AtomicBool) -> Result<Report> {
         config: serde_json::json!({
             "repeats": cfg.repeats, "trial_secs": cfg.trial_secs, "drain_secs": cfg.drain_secs,
             "resolution": cfg.resolution, "min_rate": cfg.min_rate,
-            "min_offered_ratio": cfg.min_offered_ratio, "max_rate": cfg.max_rate,
+            "min_offered_ratio": cfg.min_offered_ratio,
+            "quiet_below_cores": cfg.quiet_below, "quiet_attempts": cfg.quiet_attempts, "max_rate": cfg.max_rate,
             "frame_size": cfg.size, "destinations": cfg.dests, "flows": cfg.dests,
             "route_blocks": dest_blocks(cfg.dests).len(),
             "gen_core": cfg.gen_core, "sink_core": cfg.sink_core, "fwd_core": cfg.fwd_core,
@@ -1465,8 +1556,17 @@ pub fn table(rep: &Report, markdown: bool) -> String {
                     .collect::<Vec<_>>()
                     .join(" + "),
                 fmt_spread(m.cpu_s_per_mpkt_net_at_90pct_pdr, 1.0, 2),
-                m.background_busy_cores
-                    .map_or("-".into(), |b| format!("{:.2}", b.median)),
+                {
+                    let loaded = s.repeats.iter().filter(|r| r.loaded).count();
+                    let bg = m
+                        .background_busy_cores
+                        .map_or("-".into(), |b| format!("{:.2}", b.median));
+                    if loaded > 0 {
+                        format!("{bg} ({loaded}/{} loaded)", s.repeats.len())
+                    } else {
+                        bg
+                    }
+                },
                 m.fwd_core_cycles_per_pkt_at_90pct_pdr
                     .map_or("not supported".into(), |c| format!("{:.0}", c.median)),
             ]
