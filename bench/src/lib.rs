@@ -10,9 +10,12 @@
 pub mod account;
 pub mod afxdp;
 pub mod clock;
+pub mod compare;
+pub mod cpustat;
 pub mod pace;
 pub mod rss;
 pub mod search;
 pub mod stamp;
 pub mod synthetic;
 pub mod template;
+pub mod xdp_fwd;

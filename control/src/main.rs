@@ -107,6 +107,8 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of `Run` does not matter.
+#[allow(clippy::large_enum_variant)]
 enum NodeCommand {
     /// Is the node daemon running, and what is it doing (from its metrics endpoint).
     Status {
@@ -175,6 +177,17 @@ enum NodeCommand {
         /// UMEM frames (2 KiB each).
         #[arg(long, default_value_t = 8192)]
         frames: u32,
+        /// Benchmark only (ferry-bench compare): no pipeline at all — swap each frame's MAC
+        /// addresses and send it out the next port of the tables (the first port's frames out
+        /// the second, the last's out the first). The same sockets, rings and batches as normal
+        /// forwarding: Ferry's AF_XDP I/O ceiling.
+        #[arg(long)]
+        zero_work: bool,
+        /// With --tables: enforce the network policies of this manifest file or directory
+        /// (NetworkPolicy/GlobalNetworkPolicy objects and the Pods and Namespaces they select,
+        /// pods with status.podIP), compiled once at start (see docs/policy.md).
+        #[arg(long, value_name = "DIR", requires = "tables")]
+        policy: Option<PathBuf>,
     },
 }
 
@@ -348,11 +361,14 @@ fn run(cli: Cli) -> Result<()> {
                     cores,
                     idle_spins,
                     frames,
+                    zero_work,
+                    policy,
                 },
         } => {
             let worker = dataplane::worker::WorkerConfig {
                 idle_spins,
                 frames,
+                zero_work,
                 ..Default::default()
             };
             let source = match (tables, manifests, node) {
@@ -381,6 +397,7 @@ fn run(cli: Cli) -> Result<()> {
                 worker,
                 workers,
                 cores,
+                policy,
             })
         }
     }

@@ -188,6 +188,10 @@ pub struct NodeOptions {
     pub workers: usize,
     /// Cores to pin the workers to, in order (default: not pinned).
     pub cores: Vec<usize>,
+    /// With a tables file: the network policies (and the pods and namespaces they select, with
+    /// their addresses) of this manifest file or directory, compiled once at start and kept
+    /// across SIGHUP reloads of the tables.
+    pub policy: Option<PathBuf>,
 }
 
 fn log(msg: impl std::fmt::Display) {
@@ -761,6 +765,7 @@ enum Spec {
     File {
         path: PathBuf,
         spec: Box<TablesSpec>,
+        policy: Option<Arc<PolicyTables>>,
     },
     Cluster(Box<ClusterTables>),
 }
@@ -775,7 +780,7 @@ impl Spec {
 
     fn policy(&self) -> Option<Arc<PolicyTables>> {
         match self {
-            Spec::File { .. } => None,
+            Spec::File { policy, .. } => policy.clone(),
             Spec::Cluster(c) => c.policy.clone(),
         }
     }
@@ -794,9 +799,29 @@ pub fn run(opts: NodeOptions) -> Result<()> {
     let mut source = match &opts.source {
         TablesSource::File(path) => {
             let loaded = load(path, generation)?;
+            let policy = match &opts.policy {
+                None => None,
+                Some(dir) => {
+                    let state = crate::manifest_dir::load_path(dir)
+                        .with_context(|| {
+                            format!("cannot load the policy manifests {}", dir.display())
+                        })?
+                        .state;
+                    let compiled = crate::policy::compile(&state).with_context(|| {
+                        format!("the network policies in {} do not compile", dir.display())
+                    })?;
+                    log(format!(
+                        "policy from {}: {} policies",
+                        dir.display(),
+                        compiled.tables.policies.len()
+                    ));
+                    Some(Arc::new(compiled.tables))
+                }
+            };
             Spec::File {
                 path: path.clone(),
                 spec: Box::new(loaded.file_spec),
+                policy,
             }
         }
         TablesSource::Manifests {
@@ -903,7 +928,7 @@ pub fn run(opts: NodeOptions) -> Result<()> {
         let mut why = "neighbours";
         let mut stamp = None;
         match &mut source {
-            Spec::File { path, spec } => {
+            Spec::File { path, spec, .. } => {
                 if hup.swap(false, Ordering::Relaxed) {
                     match std::fs::read_to_string(&*path)
                         .map_err(|source| TablesFileError::Read {

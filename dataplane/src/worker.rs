@@ -29,6 +29,11 @@ pub struct WorkerConfig {
     pub idle_sleep_ms: i32,
     /// Core to pin the worker thread to.
     pub core: Option<usize>,
+    /// Benchmark only: skip the pipeline, swap each frame's Ethernet addresses and send it out
+    /// the next port (port `p` → `p + 1`, the last → the first). Everything else — sockets,
+    /// rings, batch size, fill and completion handling, kicks — is the normal worker's, so this
+    /// is Ferry's I/O ceiling ("zero-work forwarder") against which the pipeline's cost shows.
+    pub zero_work: bool,
 }
 
 impl Default for WorkerConfig {
@@ -40,6 +45,7 @@ impl Default for WorkerConfig {
             idle_spins: 2000,
             idle_sleep_ms: 10,
             core: None,
+            zero_work: false,
         }
     }
 }
@@ -302,7 +308,18 @@ impl Worker {
                 work += n;
                 self.shared.batch_sizes[batch_bucket(rx.len())].fetch_add(1, Ordering::Relaxed);
                 let now_ns = start.elapsed().as_nanos() as u64;
-                {
+                if self.config.zero_work {
+                    let out = (usize::from(p) + 1) % nports;
+                    let chunk_size = self.umem.chunk_size() as usize;
+                    for (mut frame, off, len) in rx.drain(..) {
+                        if len >= 12 && off + len <= chunk_size {
+                            swap_macs(&mut self.umem.chunk_mut(&mut frame)[off..off + 12]);
+                            tx_queues[out].push((frame, off, len));
+                        } else {
+                            self.free.push(frame);
+                        }
+                    }
+                } else {
                     let mut packets = recycle(std::mem::take(&mut packet_store));
                     let chunk_size = self.umem.chunk_size() as usize;
                     for (frame, off, len) in rx.iter_mut() {
@@ -325,17 +342,18 @@ impl Worker {
                             .map(|pk| (pk.verdict, pk.frame.head(), pk.frame.len())),
                     );
                     packet_store = recycle(packets);
-                }
-                for ((frame, _, _), (verdict, head, len)) in rx.drain(..).zip(results.drain(..)) {
-                    match verdict {
-                        Verdict::Tx(port) if usize::from(port) < tx_queues.len() => {
-                            tx_queues[usize::from(port)].push((frame, head, len))
+                    for ((frame, _, _), (verdict, head, len)) in rx.drain(..).zip(results.drain(..))
+                    {
+                        match verdict {
+                            Verdict::Tx(port) if usize::from(port) < tx_queues.len() => {
+                                tx_queues[usize::from(port)].push((frame, head, len))
+                            }
+                            Verdict::Host => {
+                                self.shared.host_unsteered.fetch_add(1, Ordering::Relaxed);
+                                self.free.push(frame);
+                            }
+                            _ => self.free.push(frame),
                         }
-                        Verdict::Host => {
-                            self.shared.host_unsteered.fetch_add(1, Ordering::Relaxed);
-                            self.free.push(frame);
-                        }
-                        _ => self.free.push(frame),
                     }
                 }
                 for (q, out) in tx_queues.iter_mut().enumerate() {
@@ -388,6 +406,12 @@ impl Worker {
     }
 }
 
+/// Swaps destination and source MAC (the first 12 bytes of an Ethernet frame).
+fn swap_macs(h: &mut [u8]) {
+    let (dst, src) = h.split_at_mut(6);
+    dst.swap_with_slice(&mut src[..6]);
+}
+
 /// Reuses a vector's allocation for a vector of another lifetime: the packets of one batch
 /// borrow that batch's frames, so the vector cannot outlive them, but its buffer can. The
 /// in-place `collect` reuses the allocation because both element types have the same layout.
@@ -420,6 +444,13 @@ mod tests {
         let cap = v.capacity();
         let w: Vec<Packet<'_>> = recycle(v);
         assert_eq!(w.capacity(), cap);
+    }
+
+    #[test]
+    fn swap_macs_exchanges_addresses() {
+        let mut h: Vec<u8> = (0..14).collect();
+        swap_macs(&mut h[..12]);
+        assert_eq!(h, [6, 7, 8, 9, 10, 11, 0, 1, 2, 3, 4, 5, 12, 13]);
     }
 
     #[test]

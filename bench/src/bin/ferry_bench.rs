@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use bench::afxdp::{self, GenConfig, GenReport, Latency, Sink, SinkConfig, SinkReport};
+use bench::compare;
 use bench::search::{self, SearchConfig, Trial};
 use bench::template::{Kind, Range, SizeMix, Template};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -105,6 +106,86 @@ enum Cmd {
         resolution: f64,
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// Every forwarder through the same lab path (gen ns → router ns → sink ns over veth), with
+    /// the same generator and sink: Ferry in each mode, Ferry's zero-work forwarder, the Linux
+    /// kernel (plain and kernel VXLAN), dpdk-testpmd (af_xdp PMD) and a minimal XDP_REDIRECT
+    /// program. Per system: NDR and PDR, p50/p99 latency at 50% and 90% of the PDR,
+    /// CPU-seconds per million packets on every core, cycles per packet where perf can count
+    /// them; median and min–max over the repeats. Prints a table; writes JSON, an SVG chart and
+    /// the docs block (docs/bench.md describes every column). Needs root, the `ferry` binary,
+    /// dpdk-testpmd (Debian dpdk-dev), iproute2 and ethtool. Ctrl-C stops and cleans up.
+    #[command(
+        after_help = "Full run (docs/benchmarks.md):\n  ferry-bench compare --json compare.json --svg docs/compare.svg --update-docs docs/benchmarks.md\n\
+CI setting (a few seconds per system):\n  ferry-bench compare --short --json /tmp/c.json --svg /tmp/c.svg"
+    )]
+    Compare {
+        /// Systems to run (default all): kernel, kernel-vxlan, xdp-redirect, testpmd,
+        /// ferry-zero-work, ferry-direct, ferry-ipip, ferry-vxlan.
+        #[arg(long, value_delimiter = ',')]
+        systems: Vec<String>,
+        /// Whole searches per system; the report gives the median and min–max.
+        #[arg(long, default_value_t = 5)]
+        repeats: u32,
+        /// Seconds per trial.
+        #[arg(long, default_value_t = 2.0)]
+        trial_secs: f64,
+        /// Seconds the sink waits after a trial for frames still in flight.
+        #[arg(long, default_value_t = 0.2)]
+        drain_secs: f64,
+        /// Stop the search when the bounds are within this fraction of the upper bound.
+        #[arg(long, default_value_t = 0.02)]
+        resolution: f64,
+        #[arg(long, default_value_t = 10_000)]
+        min_rate: u64,
+        /// Upper bound of the search (frames/s); default: the generator's full speed through
+        /// each system, measured first.
+        #[arg(long)]
+        max_rate: Option<u64>,
+        /// Frame size (FCS included).
+        #[arg(long, default_value_t = 64)]
+        size: u16,
+        /// Destination addresses (one flow each), routed as /26 blocks.
+        #[arg(long, default_value_t = 4096)]
+        dests: u32,
+        /// Core of the generator thread (and testpmd's main lcore).
+        #[arg(long, default_value_t = 0)]
+        gen_core: usize,
+        /// Core of the sink thread.
+        #[arg(long, default_value_t = 0)]
+        sink_core: usize,
+        /// Core of the forwarder (Ferry's worker, testpmd's forwarding lcore).
+        #[arg(long, default_value_t = 1)]
+        fwd_core: usize,
+        /// The ferry binary; default: `ferry` next to this program.
+        #[arg(long)]
+        ferry: Option<PathBuf>,
+        #[arg(long, default_value = "dpdk-testpmd")]
+        testpmd: PathBuf,
+        /// CI setting: 1 repeat, 0.5 s trials, search resolution 0.25 from 2 kpps up to 200
+        /// kpps (unless --max-rate), a trial counts if the generator offered ≥ 90% of its rate
+        /// (98% otherwise); still every system and 4,096 destinations.
+        #[arg(long)]
+        short: bool,
+        /// Measure a repeat again when the machine's background load (other tenants, measured
+        /// for a second before and after it) exceeds this many cores' worth; 0 = never.
+        #[arg(long, default_value_t = 0.3)]
+        quiet_below: f64,
+        /// Attempts per repeat before keeping a loaded one (marked `loaded` in the JSON).
+        #[arg(long, default_value_t = 4)]
+        quiet_attempts: u32,
+        /// Print every trial.
+        #[arg(long, short)]
+        verbose: bool,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the chart here (SVG).
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// Replace the generated block of this Markdown file (docs/benchmarks.md) with the
+        /// machine, the table and the targets.
+        #[arg(long)]
+        update_docs: Option<PathBuf>,
     },
 }
 
@@ -404,7 +485,121 @@ fn main() -> Result<()> {
             s.finish()?;
             Ok(())
         }
+        Cmd::Compare {
+            systems,
+            repeats,
+            trial_secs,
+            drain_secs,
+            resolution,
+            min_rate,
+            max_rate,
+            size,
+            dests,
+            gen_core,
+            sink_core,
+            fwd_core,
+            ferry,
+            testpmd,
+            short,
+            quiet_below,
+            quiet_attempts,
+            verbose,
+            json,
+            svg,
+            update_docs,
+        } => {
+            let cfg = compare::CompareConfig {
+                repeats,
+                trial_secs,
+                drain_secs,
+                resolution,
+                min_rate,
+                max_rate,
+                size,
+                dests,
+                gen_core,
+                sink_core,
+                fwd_core,
+                testpmd,
+                quiet_below,
+                quiet_attempts,
+                verbose,
+                ..Default::default()
+            };
+            compare_cmd(systems, cfg, short, ferry, json, svg, update_docs)
+        }
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compare_cmd(
+    systems: Vec<String>,
+    mut cfg: compare::CompareConfig,
+    short: bool,
+    ferry: Option<PathBuf>,
+    json: Option<PathBuf>,
+    svg: Option<PathBuf>,
+    update_docs: Option<PathBuf>,
+) -> Result<()> {
+    if !systems.is_empty() {
+        cfg.systems = systems
+            .iter()
+            .map(|s| {
+                compare::System::parse(s).ok_or_else(|| {
+                    let all: Vec<&str> = compare::System::ALL.iter().map(|s| s.name()).collect();
+                    anyhow::anyhow!("unknown system {s:?}; known: {}", all.join(", "))
+                })
+            })
+            .collect::<Result<_>>()?;
+    }
+    if short {
+        cfg.repeats = 1;
+        cfg.trial_secs = 0.5;
+        cfg.drain_secs = 0.1;
+        cfg.resolution = 0.25;
+        cfg.min_rate = cfg.min_rate.min(2_000);
+        // Half-second trials at a few kpps on a busy CI machine: a preempted generator misses
+        // a few percent of its schedule; that must not read as the system failing.
+        cfg.min_offered_ratio = 0.9;
+        // CI asserts that every system was measured, not how fast: no waiting for quiet.
+        cfg.quiet_below = 0.0;
+        cfg.max_rate = cfg.max_rate.or(Some(200_000));
+    }
+    cfg.ferry = match ferry {
+        Some(f) => f,
+        None => std::env::current_exe()
+            .context("where is ferry-bench")?
+            .with_file_name("ferry"),
+    };
+    if cfg.repeats == 0 || cfg.trial_secs <= 0.0 {
+        bail!("--repeats and --trial-secs must be positive");
+    }
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("install signal handlers")?;
+    }
+    let report = compare::compare(&cfg, &stop)?;
+    println!("\n{}", compare::table(&report, false));
+    println!("{}", compare::targets_text(&report, false));
+    if let Some(p) = &json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("write {}", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    if let Some(p) = &svg {
+        std::fs::write(p, compare::svg(&report))
+            .with_context(|| format!("write {}", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    if let Some(p) = &update_docs {
+        let doc = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let block = compare::markdown(&report, &format!("ferry-bench {}", args.join(" ")));
+        std::fs::write(p, compare::splice_doc(&doc, &block))
+            .with_context(|| format!("write {}", p.display()))?;
+        eprintln!("updated {}", p.display());
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
