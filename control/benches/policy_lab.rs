@@ -27,7 +27,8 @@
 //! ```sh
 //! cargo build --release -p bench && cargo bench -p control --bench policy_lab
 //! # FERRY_POLICY_LAB_TRIAL=2 (seconds per trial), FERRY_POLICY_LAB_RULES=0,100,1000,10000,
-//! # FERRY_POLICY_LAB_JSON=target/policy-lab.json
+//! # FERRY_POLICY_LAB_REPEATS=3 (medians reported), FERRY_POLICY_LAB_SYSTEMS=ferry,kernel+nftables,
+//! # FERRY_POLICY_LAB_TESTS="established,new flows", FERRY_POLICY_LAB_JSON=target/policy-lab.json
 //! ```
 //!
 //! Prints a table and writes JSON. Under `cargo test` (no `--bench` argument) it does nothing.
@@ -76,6 +77,9 @@ fn main() {
     );
     let systems = env_or("FERRY_POLICY_LAB_SYSTEMS", "ferry,kernel+nftables");
     let tests = env_or("FERRY_POLICY_LAB_TESTS", "established,new flows");
+    let repeats: usize = env_or("FERRY_POLICY_LAB_REPEATS", "3")
+        .parse()
+        .expect("FERRY_POLICY_LAB_REPEATS: a number");
 
     let Some(mut cl) = ClusterLab::up("pb") else {
         return;
@@ -151,7 +155,10 @@ fn main() {
                     .expect("nft -f");
                 eprintln!("nftables: {n} rules loaded in {:?}", t0.elapsed());
             }
-            for test in tests.split(',') {
+            for (test, repeat) in tests
+                .split(',')
+                .flat_map(|t| (0..repeats).map(move |r| (t, r)))
+            {
                 if test == "established" {
                     prime(&sink_ns);
                 }
@@ -168,7 +175,7 @@ fn main() {
                         .expect("rfc2544 JSON");
                 let r = &v["results"][0];
                 let row = serde_json::json!({
-                    "system": system, "rules": n, "test": test,
+                    "system": system, "rules": n, "test": test, "repeat": repeat,
                     "ndr_pps": r["ndr_pps"], "pdr_pps": r["pdr_pps"],
                     "p99_ns_at_50pct_ndr": r["latency_at_50pct_ndr"]["latency"]["p99_ns"],
                     "search_secs": t0.elapsed().as_secs_f64(),
@@ -209,7 +216,7 @@ fn main() {
     let table = report(&rows);
     println!("{table}");
     let doc = serde_json::json!({
-        "trial_secs": trial, "frame": 64, "established_flows": EST_FLOWS,
+        "trial_secs": trial, "repeats": repeats, "frame": 64, "established_flows": EST_FLOWS,
         "new_flow_tuples": NEW_FLOWS, "rows": rows, "table": table,
     });
     std::fs::write(
@@ -419,29 +426,61 @@ fn rfc2544_args(test: &str, gen_ns: &str, sink_ns: &str, trial: f64, out: &Path)
     a
 }
 
-/// The table: NDR per system, test and rule count, and the ratio to the same system's 0 rules.
+/// The median of a field over the repeats of one (system, test, rules).
+fn median_of(rows: &[serde_json::Value], key: (&str, &str, u64), field: &str) -> f64 {
+    let mut v: Vec<f64> = rows
+        .iter()
+        .filter(|r| r["system"] == key.0 && r["test"] == key.1 && r["rules"] == key.2)
+        .filter_map(|r| r[field].as_f64())
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The table: medians over the repeats of NDR and PDR per system, test and rule count, each
+/// with its ratio to the same system and test at 0 rules, and the spread of NDR.
 fn report(rows: &[serde_json::Value]) -> String {
     let mut t = String::from(
-        "system           test         rules     NDR pps   vs 0 rules   PDR pps   p99 µs @50%\n",
+        "system           test         rules   NDR pps (min-max)          vs 0     PDR pps    vs 0   p99 µs @50%\n",
     );
+    let mut keys: Vec<(String, String, u64)> = Vec::new();
     for r in rows {
-        let ndr = r["ndr_pps"].as_f64().unwrap_or(0.0);
-        let base = rows
+        let k = (
+            r["system"].as_str().unwrap_or("").to_string(),
+            r["test"].as_str().unwrap_or("").to_string(),
+            r["rules"].as_u64().unwrap_or(0),
+        );
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    for (system, test, rules) in &keys {
+        let key = (system.as_str(), test.as_str(), *rules);
+        let base = (system.as_str(), test.as_str(), 0);
+        let ratio = |field: &str| {
+            let b = median_of(rows, base, field);
+            if b > 0.0 {
+                median_of(rows, key, field) / b
+            } else {
+                f64::NAN
+            }
+        };
+        let ndrs: Vec<f64> = rows
             .iter()
-            .find(|b| b["system"] == r["system"] && b["test"] == r["test"] && b["rules"] == 0)
-            .and_then(|b| b["ndr_pps"].as_f64())
-            .unwrap_or(0.0);
-        let ratio = if base > 0.0 { ndr / base } else { f64::NAN };
+            .filter(|r| r["system"] == key.0 && r["test"] == key.1 && r["rules"] == key.2)
+            .filter_map(|r| r["ndr_pps"].as_f64())
+            .collect();
+        let (lo, hi) = ndrs
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(l, h), &x| (l.min(x), h.max(x)));
         let _ = writeln!(
             t,
-            "{:<16} {:<12} {:>5} {:>11.0} {:>11.3}x {:>9} {:>11.1}",
-            r["system"].as_str().unwrap_or(""),
-            r["test"].as_str().unwrap_or(""),
-            r["rules"],
-            ndr,
-            ratio,
-            r["pdr_pps"],
-            r["p99_ns_at_50pct_ndr"].as_f64().unwrap_or(0.0) / 1e3,
+            "{system:<16} {test:<12} {rules:>5} {:>9.0} ({lo:>7.0}-{hi:>7.0}) {:>6.2}x {:>10.0} {:>6.2}x {:>11.1}",
+            median_of(rows, key, "ndr_pps"),
+            ratio("ndr_pps"),
+            median_of(rows, key, "pdr_pps"),
+            ratio("pdr_pps"),
+            median_of(rows, key, "p99_ns_at_50pct_ndr") / 1e3,
         );
     }
     t
