@@ -89,20 +89,13 @@ fn main() {
     let mut netns = BTreeMap::new();
     for (pod, ip) in [("gen", GEN_IP), ("sink", SINK_IP)] {
         let ns = format!("{}{pod}", cl.lab.prefix());
-        run("ip", &["netns", "add", &ns]);
-        cl.guard.netns.push(ns.clone());
-        run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
         let conf = serde_json::json!({
             "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "ferry-cni",
             "manifests": m, "state": s, "nodename": NODE, "mtu": 1500
         })
         .to_string();
-        let out = cni(&cl.lab, NODE, "ADD", ("bench", pod), &ns, &conf);
-        assert!(out.status.success(), "ADD bench/{pod}: {out:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains(ip),
-            "{pod} got {ip}"
-        );
+        let got = add_pod(&cl.lab, &mut cl.guard, NODE, ("bench", pod), &ns, &conf);
+        assert_eq!(got.to_string(), ip, "{pod}'s address");
         netns.insert(pod, ns);
     }
     let (gen_ns, sink_ns) = (netns["gen"].clone(), netns["sink"].clone());

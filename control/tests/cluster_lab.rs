@@ -9,7 +9,6 @@
 use control::ipam::Ipam;
 use control::manifest_dir::ManifestDir;
 use dataplane::tables::Ipv4Prefix;
-use serde_json::Value;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -105,23 +104,7 @@ fn external_pool_walkthrough() {
     let mut placed: Vec<(String, &str, String, Ipv4Addr)> = Vec::new();
     for (pod, node) in pods.iter().zip(workers) {
         let netns = format!("{}{}", lab.prefix(), pod);
-        assert!(Command::new("ip")
-            .args(["netns", "add", &netns])
-            .status()
-            .expect("ip netns add")
-            .success());
-        guard.netns.push(netns.clone());
-        let out = cni(lab, node, "ADD", ("external-ns", pod), &netns, &conf(node));
-        let result: Value = serde_json::from_slice(&out.stdout).expect("CNI result JSON");
-        assert!(out.status.success(), "ADD {pod} on {node}: {result}");
-        let addr = result["ips"][0]["address"]
-            .as_str()
-            .expect("ips[0].address");
-        let ip: Ipv4Addr = addr
-            .strip_suffix("/32")
-            .expect("a /32")
-            .parse()
-            .expect("IPv4");
+        let ip = add_pod(lab, guard, node, ("external-ns", pod), &netns, &conf(node));
         placed.push((pod.clone(), node, netns, ip));
     }
 

@@ -115,25 +115,12 @@ fn every_case_matches_offline_and_on_the_wire() {
     {
         let node = WORKERS[i % WORKERS.len()];
         let netns = format!("{}{ns}-{pod}", lab.prefix());
-        assert!(Command::new("ip")
-            .args(["netns", "add", &netns])
-            .status()
-            .expect("ip netns add")
-            .success());
-        guard.netns.push(netns.clone());
-        // As a container runtime does: the pod's loopback is up before the CNI runs.
-        assert!(Command::new("ip")
-            .args(["-n", &netns, "link", "set", "lo", "up"])
-            .status()
-            .expect("ip link")
-            .success());
         let conf = serde_json::json!({
             "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "ferry-cni",
             "manifests": m, "state": s, "nodename": node, "mtu": 1480
         })
         .to_string();
-        let out = cni(lab, node, "ADD", (ns, pod), &netns, &conf);
-        assert!(out.status.success(), "ADD {ns}/{pod}: {out:?}");
+        add_pod(lab, guard, node, (ns, pod), &netns, &conf);
         let ip = netpol::pod_ip(ns, pod);
         // Every port some case probes (80 and 81, and the endPort cases' 90 and 91).
         let mut served: Vec<String> = netpol::cases()

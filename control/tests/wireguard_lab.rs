@@ -101,22 +101,12 @@ fn handshaken_peers(metrics: &str) -> usize {
 
 #[test]
 fn wireguard_between_ferry_nodes() {
-    let Some(mut cl) = ClusterLab::up("wg") else {
+    let Some(mut cl) = wireguard_cluster("wg") else {
         return;
     };
+    let (m, s) = cl.dirs();
     let (lab, guard) = (&cl.lab, &mut cl.guard);
     let (base, manifests, state) = (cl.base.clone(), cl.manifests.clone(), cl.state.clone());
-    std::fs::copy(
-        Path::new(STUDY).join("01-default-pool.yaml"),
-        manifests.join("01-default-pool.yaml"),
-    )
-    .expect("default pool");
-    std::fs::write(
-        manifests.join("02-felix.yaml"),
-        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  wireguardEnabled: true\n",
-    )
-    .expect("felix");
-    let (m, s) = cl_dirs(&manifests, &state);
     let workers = ["k8s-w1", "k8s-w2", "k8s-w0"];
     // Capture the router's link to k8s-w1 from before Ferry starts until every pair has
     // talked: the nodes handshake as soon as they know each other's keys.
@@ -175,20 +165,7 @@ fn wireguard_between_ferry_nodes() {
     for node in workers {
         let pod = format!("wg-{node}");
         let netns = format!("{}{pod}", lab.prefix());
-        assert!(Command::new("ip")
-            .args(["netns", "add", &netns])
-            .status()
-            .expect("ip netns add")
-            .success());
-        guard.netns.push(netns.clone());
-        let out = cni(lab, node, "ADD", ("default", &pod), &netns, &conf(node));
-        let result: Value = serde_json::from_slice(&out.stdout).expect("CNI result JSON");
-        assert!(out.status.success(), "ADD {pod} on {node}: {result}");
-        let ip: Ipv4Addr = result["ips"][0]["address"]
-            .as_str()
-            .and_then(|a| a.strip_suffix("/32"))
-            .and_then(|a| a.parse().ok())
-            .expect("a /32 address");
+        let ip = add_pod(lab, guard, node, ("default", &pod), &netns, &conf(node));
         pods.push((node, netns, ip));
     }
 
@@ -416,11 +393,20 @@ fn wireguard_between_ferry_nodes() {
     drop(daemons);
 }
 
-fn cl_dirs(manifests: &Path, state: &Path) -> (String, String) {
-    (
-        manifests.to_str().expect("utf-8").to_string(),
-        state.to_str().expect("utf-8").to_string(),
+/// The cluster lab with the study's default pool and WireGuard enabled (FelixConfiguration).
+fn wireguard_cluster(tag: &str) -> Option<ClusterLab> {
+    let cl = ClusterLab::up(tag)?;
+    std::fs::copy(
+        Path::new(STUDY).join("01-default-pool.yaml"),
+        cl.manifests.join("01-default-pool.yaml"),
     )
+    .expect("default pool");
+    std::fs::write(
+        cl.manifests.join("02-felix.yaml"),
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  wireguardEnabled: true\n",
+    )
+    .expect("felix");
+    Some(cl)
 }
 
 /// `wg` (wireguard-tools) in a lab node's namespace.
@@ -437,22 +423,12 @@ fn wg(lab: &testbeds::Lab, node: &str, args: &[&str]) -> String {
 /// failed handshakes; wireguard-go moving to another port (roaming) keeps the tunnel up.
 #[test]
 fn wireguard_go_interop() {
-    let Some(mut cl) = ClusterLab::up("wgi") else {
+    let Some(mut cl) = wireguard_cluster("wgi") else {
         return;
     };
+    let (m, s) = cl.dirs();
     let (lab, guard) = (&cl.lab, &mut cl.guard);
-    let (base, manifests, state) = (cl.base.clone(), cl.manifests.clone(), cl.state.clone());
-    std::fs::copy(
-        Path::new(STUDY).join("01-default-pool.yaml"),
-        manifests.join("01-default-pool.yaml"),
-    )
-    .expect("default pool");
-    std::fs::write(
-        manifests.join("02-felix.yaml"),
-        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  wireguardEnabled: true\n",
-    )
-    .expect("felix");
-    let (m, s) = cl_dirs(&manifests, &state);
+    let (base, manifests) = (cl.base.clone(), cl.manifests.clone());
     // wireguard-go's control socket (/var/run/wireguard/NAME.sock) is not per namespace: a
     // name of this test's own.
     let ifname = format!("wgi{}", std::process::id() % 100_000);
@@ -531,20 +507,7 @@ fn wireguard_go_interop() {
     for node in ["k8s-w1", "k8s-w0"] {
         let pod = format!("wgi-{node}");
         let netns = format!("{}{pod}", lab.prefix());
-        assert!(Command::new("ip")
-            .args(["netns", "add", &netns])
-            .status()
-            .expect("ip netns add")
-            .success());
-        guard.netns.push(netns.clone());
-        let out = cni(lab, node, "ADD", ("default", &pod), &netns, &conf(node));
-        let result: Value = serde_json::from_slice(&out.stdout).expect("CNI result JSON");
-        assert!(out.status.success(), "ADD {pod} on {node}: {result}");
-        let ip: Ipv4Addr = result["ips"][0]["address"]
-            .as_str()
-            .and_then(|a| a.strip_suffix("/32"))
-            .and_then(|a| a.parse().ok())
-            .expect("a /32 address");
+        let ip = add_pod(lab, guard, node, ("default", &pod), &netns, &conf(node));
         pods.push((netns, ip));
     }
     let ((w1_ns, w1_ip), (w0_ns, w0_ip)) = (pods[0].clone(), pods[1].clone());
@@ -859,22 +822,12 @@ fn wireguard_throughput_vs_wireguard_go() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let Some(mut cl) = ClusterLab::up("wgb") else {
+    let Some(mut cl) = wireguard_cluster("wgb") else {
         return;
     };
+    let (m, s) = cl.dirs();
     let (lab, guard) = (&cl.lab, &mut cl.guard);
-    let (base, manifests, state) = (cl.base.clone(), cl.manifests.clone(), cl.state.clone());
-    std::fs::copy(
-        Path::new(STUDY).join("01-default-pool.yaml"),
-        manifests.join("01-default-pool.yaml"),
-    )
-    .expect("default pool");
-    std::fs::write(
-        manifests.join("02-felix.yaml"),
-        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  wireguardEnabled: true\n",
-    )
-    .expect("felix");
-    let (m, s) = cl_dirs(&manifests, &state);
+    let base = cl.base.clone();
     let conf = |node: &str| {
         serde_json::json!({
             "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "ferry-cni",
@@ -887,20 +840,7 @@ fn wireguard_throughput_vs_wireguard_go() {
     for node in nodes {
         let pod = format!("wgb-{node}");
         let netns = format!("{}{pod}", lab.prefix());
-        assert!(Command::new("ip")
-            .args(["netns", "add", &netns])
-            .status()
-            .expect("ip netns add")
-            .success());
-        guard.netns.push(netns.clone());
-        let out = cni(lab, node, "ADD", ("default", &pod), &netns, &conf(node));
-        let result: Value = serde_json::from_slice(&out.stdout).expect("CNI result JSON");
-        assert!(out.status.success(), "ADD {pod} on {node}: {result}");
-        let ip: Ipv4Addr = result["ips"][0]["address"]
-            .as_str()
-            .and_then(|a| a.strip_suffix("/32"))
-            .and_then(|a| a.parse().ok())
-            .expect("a /32 address");
+        let ip = add_pod(lab, guard, node, ("default", &pod), &netns, &conf(node));
         pods.push((netns, ip));
     }
     let addr = |n: &str| {

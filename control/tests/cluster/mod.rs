@@ -116,6 +116,39 @@ pub fn cni(
     child.wait_with_output().expect("ferry-cni")
 }
 
+/// A pod as a kubelet makes one: its namespace (removed by `guard`, loopback up, as a runtime
+/// leaves it), then `ferry-cni ADD` on `node`. Returns the pod's address from the CNI result.
+pub fn add_pod(
+    lab: &Lab,
+    guard: &mut Guard,
+    node: &str,
+    (namespace, pod): (&str, &str),
+    netns: &str,
+    conf: &str,
+) -> std::net::Ipv4Addr {
+    for args in [
+        vec!["netns", "add", netns],
+        vec!["-n", netns, "link", "set", "lo", "up"],
+    ] {
+        let ok = Command::new("ip").args(&args).status().expect("ip");
+        if args[1] == "add" && ok.success() {
+            guard.netns.push(netns.to_string());
+        }
+        assert!(ok.success(), "ip {args:?}");
+    }
+    let out = cni(lab, node, "ADD", (namespace, pod), netns, conf);
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("CNI result JSON");
+    assert!(
+        out.status.success(),
+        "ADD {namespace}/{pod} on {node}: {result}"
+    );
+    result["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.strip_suffix("/32"))
+        .and_then(|a| a.parse().ok())
+        .expect("a /32 address")
+}
+
 /// Starts `ferry node run --manifests` on each node and waits until every one forwards.
 pub fn start_daemons<'a>(
     lab: &Lab,
