@@ -256,7 +256,7 @@ fn wireguard_between_ferry_nodes() {
             // unreachable quoting it.
             continue;
         }
-        if proto == "1,17" && sport == "51820" && dport == "51820" {
+        if proto == "1/17" && sport == "51820" && dport == "51820" {
             // An ICMP error (port unreachable while a node's steering was not attached yet)
             // quoting a WireGuard packet: node addresses and the outer UDP header only.
             assert!(
