@@ -726,17 +726,6 @@ fn wireguard_go_interop() {
     drop(daemons);
 }
 
-/// CPU seconds (user + system) of a process so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// Busy CPU seconds of the whole machine so far (every state but idle and iowait).
 fn machine_busy_seconds() -> f64 {
     let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -784,12 +773,16 @@ fn iperf_pair(from: &str, to_ns: &str, to: Ipv4Addr, secs: u32, pids: &[u32]) ->
         serde_json::from_slice(&out.stdout).expect("iperf3 JSON")
     };
     let (p0, m0) = (
-        pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>(),
+        pids.iter()
+            .map(|p| testbeds::bench::cpu_seconds(*p))
+            .sum::<f64>(),
         machine_busy_seconds(),
     );
     let tcp = iperf(&[]);
     let (p1, m1) = (
-        pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>(),
+        pids.iter()
+            .map(|p| testbeds::bench::cpu_seconds(*p))
+            .sum::<f64>(),
         machine_busy_seconds(),
     );
     let udp = iperf(&["-u", "-b", "0", "-l", "18"]);

@@ -129,7 +129,8 @@ fn measure(lab: &Lab, secs: u32) -> Result<(f64, f64, f64), LabError> {
     Ok((gbps, kpps, loss))
 }
 
-fn cpu_seconds(pid: u32) -> f64 {
+/// CPU seconds (user + system) a process has used so far (0 when it is gone).
+pub fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
