@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --release -q -p control -p dataplane --examples --bins
+cargo build --release -q -p control -p pipeline --examples --bins
 ferry=target/release/ferry
 work=$(mktemp -d /tmp/ferry-demo.XXXXXX)
 trap 'rm -rf "$work"' EXIT

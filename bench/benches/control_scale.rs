@@ -9,7 +9,7 @@ use control::compile::{CompileInputs, NodeCompiler};
 use control::model::{Kind, Object, ObjectKey};
 use control::source::Change;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use dataplane::tables::Tables;
+use pipeline::tables::Tables;
 
 const NODES: usize = 5000;
 const PODS: usize = 20;

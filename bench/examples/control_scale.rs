@@ -5,7 +5,7 @@
 use bench::{rss::resident_bytes, synthetic};
 use control::compile::{CompileInputs, NodeCompiler};
 use control::source::{apply_changes, Change};
-use dataplane::tables::Tables;
+use pipeline::tables::Tables;
 use std::time::{Duration, Instant};
 
 fn median(mut v: Vec<Duration>) -> Duration {

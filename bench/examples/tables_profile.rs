@@ -14,7 +14,7 @@ fn main() {
     let t = std::time::Instant::now();
     for i in 0..n {
         std::hint::black_box(
-            dataplane::tables::Tables::compile(&spec, u64::from(i)).expect("valid"),
+            pipeline::tables::Tables::compile(&spec, u64::from(i)).expect("valid"),
         );
     }
     println!(

@@ -1,8 +1,8 @@
-//! The generator's and the sink's I/O: AF_XDP sockets (dataplane::xsk), one thread per queue,
+//! The generator's and the sink's I/O: AF_XDP sockets (xdp::xsk), one thread per queue,
 //! each optionally in a named network namespace (`setns` applies per thread, so a generator and
 //! a sink in different namespaces can share one process) and pinned to a core.
 //!
-//! The sink attaches Ferry's own steering program (dataplane::steer) in its pod role with no
+//! The sink attaches Ferry's own steering program (xdp::steer) in its pod role with no
 //! node address: every frame except ARP is redirected to the sink's sockets, so the sink's
 //! kernel still answers ARP for a router in front of it.
 
@@ -12,8 +12,6 @@ use crate::pace::{split_rate, Pacer};
 use crate::stamp::Stamp;
 use crate::template::{find_stamp, SizeMix, Template, FCS};
 use anyhow::{anyhow, bail, Context, Result};
-use dataplane::steer::{Role, Steering};
-use dataplane::xsk::{self, RingSizes, Umem, XskFrame, XskSocket};
 use hdrhistogram::Histogram;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
@@ -21,6 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use xdp::steer::{Role, Steering};
+use xdp::xsk::{self, RingSizes, Umem, XskFrame, XskSocket};
 
 const CHUNK: u32 = 2048;
 

@@ -23,7 +23,7 @@ use crate::search::{self, SearchConfig, Trial};
 use crate::template::{Kind, Range, SizeMix, Template};
 use crate::xdp_fwd::XdpRedirect;
 use anyhow::{anyhow, bail, Context, Result};
-use dataplane::wire::MacAddr;
+use pipeline::wire::MacAddr;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

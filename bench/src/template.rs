@@ -11,12 +11,12 @@
 #![forbid(unsafe_code)]
 
 use crate::stamp::{self, Stamp};
-use dataplane::wire::checksum;
-use dataplane::wire::ethernet::EthernetRepr;
-use dataplane::wire::ipv4::Ipv4Repr;
-use dataplane::wire::udp::UdpRepr;
-use dataplane::wire::vxlan::{self, VxlanRepr};
-use dataplane::wire::{EtherType, MacAddr};
+use pipeline::wire::checksum;
+use pipeline::wire::ethernet::EthernetRepr;
+use pipeline::wire::ipv4::Ipv4Repr;
+use pipeline::wire::udp::UdpRepr;
+use pipeline::wire::vxlan::{self, VxlanRepr};
+use pipeline::wire::{EtherType, MacAddr};
 use std::net::Ipv4Addr;
 
 /// Bytes of FCS the wire adds to every frame in the buffer.
@@ -250,7 +250,7 @@ impl Template {
             h[4..8].copy_from_slice(&((st.seq as u32).wrapping_mul(2_654_435_761)).to_be_bytes());
             h[8..12].copy_from_slice(&[0; 4]);
             h[12] = (TCP as u8 / 4) << 4;
-            h[13] = dataplane::wire::tcp::flags::SYN;
+            h[13] = pipeline::wire::tcp::flags::SYN;
             h[14..16].copy_from_slice(&64_240u16.to_be_bytes());
             h[16..20].copy_from_slice(&[0; 4]);
             at += TCP;
@@ -397,7 +397,7 @@ impl SizeMix {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane::wire::ipv4::Ipv4Packet;
+    use pipeline::wire::ipv4::Ipv4Packet;
 
     fn st(flow: u32, seq: u64) -> Stamp {
         Stamp {

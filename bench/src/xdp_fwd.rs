@@ -9,7 +9,7 @@
 use aya::maps::{Array, DevMap, MapData};
 use aya::programs::{Xdp, XdpFlags};
 use aya::Ebpf;
-use dataplane::wire::MacAddr;
+use pipeline::wire::MacAddr;
 
 // ELF parsing needs the object 8-byte aligned, which plain include_bytes! does not promise.
 static REDIRECT_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/redirect.o"));

@@ -7,7 +7,7 @@
 
 use bench::afxdp::{self, GenConfig, Sink, SinkConfig};
 use bench::template::{Kind, Range, SizeMix, Template};
-use dataplane::wire::MacAddr;
+use pipeline::wire::MacAddr;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;

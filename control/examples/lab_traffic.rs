@@ -5,8 +5,6 @@
 //!
 //! `cargo run -p control --example lab_traffic -- k8s-w1 OUT.pcapng`
 
-use dataplane::fixtures::{self, mac_of, pod_address, pod_port};
-use dataplane::wire::MacAddr;
 use etherparse::PacketBuilder;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
 use pcap_file::pcapng::blocks::interface_description::{
@@ -14,8 +12,10 @@ use pcap_file::pcapng::blocks::interface_description::{
 };
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::DataLink;
+use pipeline::wire::MacAddr;
 use std::borrow::Cow;
 use std::time::Duration;
+use study::{mac_of, pod_address, pod_port};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -23,7 +23,7 @@ fn main() {
         eprintln!("usage: lab_traffic NODE OUT.pcapng   (nodes: k8s-w1, k8s-w2, k8s-w0)");
         std::process::exit(2);
     };
-    let Some(me) = fixtures::node(node_name).filter(|n| n.pods > 0) else {
+    let Some(me) = study::node(node_name).filter(|n| n.pods > 0) else {
         eprintln!("{node_name:?} is not a worker node of the lab (k8s-w1, k8s-w2, k8s-w0)");
         std::process::exit(2);
     };
@@ -33,7 +33,7 @@ fn main() {
     }
 }
 
-fn write(me: &fixtures::LabNode, out: &str) -> Result<(), Box<dyn std::error::Error>> {
+fn write(me: &study::LabNode, out: &str) -> Result<(), Box<dyn std::error::Error>> {
     let mut w = PcapNgWriter::new(std::io::BufWriter::new(std::fs::File::create(out)?))?;
     for i in 1..=me.pods {
         w.write_pcapng_block(InterfaceDescriptionBlock {
@@ -62,7 +62,7 @@ fn write(me: &fixtures::LabNode, out: &str) -> Result<(), Box<dyn std::error::Er
     };
     for i in 1..=me.pods {
         let src = pod_address(me, i);
-        for other in fixtures::NODES.iter() {
+        for other in study::NODES.iter() {
             for j in 1..=other.pods {
                 let dst = pod_address(other, j);
                 if dst == src {
@@ -89,7 +89,7 @@ fn write(me: &fixtures::LabNode, out: &str) -> Result<(), Box<dyn std::error::Er
     }
     // Troublemakers from pod 1 towards a pod of another node: TTL 1, and 1500 bytes with DF.
     let src = pod_address(me, 1);
-    let far = fixtures::NODES
+    let far = study::NODES
         .iter()
         .find(|n| n.pods > 0 && n.name != me.name)
         .map(|n| pod_address(n, 1))

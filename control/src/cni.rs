@@ -33,7 +33,7 @@ use crate::ipam::{pod_handle, pools_from_annotations, AssignRequest, Ipam, IpamE
 use crate::kube_ipam::KubeIpam;
 use crate::model::{ObjectMeta, Pod, PodSpec, PodStatus};
 use crate::wep::{WepError, WepStore, WorkloadEndpoint};
-use dataplane::wire::MacAddr;
+use pipeline::wire::MacAddr;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -788,7 +788,7 @@ pub fn check(conf: &NetConf, env: &Env) -> Result<(), CniError> {
 
 mod net {
     use super::{interface_err, CniError, GATEWAY};
-    use dataplane::wire::MacAddr;
+    use pipeline::wire::MacAddr;
     use serde_json::Value;
     use std::io::Write;
     use std::net::Ipv4Addr;

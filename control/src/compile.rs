@@ -27,8 +27,8 @@
 use crate::ipam::IpamState;
 use crate::model::{ClusterState, Kind, Node, Object, ObjectKey, Pod};
 use crate::source::Change;
-use dataplane::tables::*;
-use dataplane::wire::MacAddr;
+use pipeline::tables::*;
+use pipeline::wire::MacAddr;
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
@@ -59,7 +59,7 @@ pub struct NodeFacts {
     pub vtep_mac: MacAddr,
     /// Its WireGuard public key (annotation `projectcalico.org/WireguardPublicKey`); a value
     /// that is not a key counts as none, so the node is reached with the pool's mode.
-    pub wg_key: Option<dataplane::wireguard::WgKey>,
+    pub wg_key: Option<pipeline::wireguard::WgKey>,
 }
 
 /// `02:00:` + the address: a stable MAC for interfaces the manifests say nothing about.
@@ -119,7 +119,7 @@ pub fn node_facts(n: &Node) -> Result<NodeFacts, CompileError> {
         .metadata
         .annotations
         .get(WIREGUARD_KEY_ANNOTATION)
-        .and_then(|k| dataplane::wireguard::WgKey::from_base64(k).ok());
+        .and_then(|k| pipeline::wireguard::WgKey::from_base64(k).ok());
     Ok(NodeFacts {
         address,
         subnet,
@@ -315,7 +315,7 @@ impl NodeCompiler {
             mtu: felix
                 .wireguard_mtu
                 .filter(|m| *m != 0)
-                .unwrap_or(dataplane::wireguard::DEFAULT_MTU),
+                .unwrap_or(pipeline::wireguard::DEFAULT_MTU),
         });
     }
 

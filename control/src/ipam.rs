@@ -43,7 +43,7 @@
 use crate::model::{IpPool, Namespace, Pod, IPV4POOLS_ANNOTATION};
 use crate::selector::Selector;
 use crate::store::{JsonFile, Lock, StoreError};
-use dataplane::tables::Ipv4Prefix;
+use pipeline::tables::Ipv4Prefix;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

@@ -41,7 +41,7 @@
 
 use crate::ipam::{AssignRequest, Block, IpamError, IpamState, IpamStore};
 use crate::kube::{random_unit, ApiError, Backoff, KubeClient, KubeConfig, Resource};
-use dataplane::tables::Ipv4Prefix;
+use pipeline::tables::Ipv4Prefix;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

@@ -365,7 +365,7 @@ fn run(cli: Cli) -> Result<()> {
                     policy,
                 },
         } => {
-            let worker = dataplane::worker::WorkerConfig {
+            let worker = xdp::worker::WorkerConfig {
                 idle_spins,
                 frames,
                 zero_work,
@@ -408,14 +408,14 @@ fn tables_from_manifests(
     dir: &std::path::Path,
     node: &str,
     gateway: Option<std::net::Ipv4Addr>,
-) -> Result<dataplane::tables::Tables> {
+) -> Result<pipeline::tables::Tables> {
     let loaded = load_manifests(dir)?;
     for w in &loaded.warnings {
         eprintln!("ferry: warning: {w}");
     }
     let spec = control::compile::compile_node(&loaded.state, node, gateway)
         .with_context(|| format!("cannot build the tables of {node} from {}", dir.display()))?;
-    let tables = dataplane::tables::Tables::compile(&spec, 1).with_context(|| {
+    let tables = pipeline::tables::Tables::compile(&spec, 1).with_context(|| {
         format!(
             "the tables built for {node} from {} do not compile",
             dir.display()
@@ -427,7 +427,7 @@ fn tables_from_manifests(
 }
 
 fn replay(
-    t: dataplane::tables::Tables,
+    t: pipeline::tables::Tables,
     input: PathBuf,
     output: PathBuf,
     port: Option<String>,
@@ -730,12 +730,12 @@ fn policy(command: PolicyCommand) -> Result<()> {
             println!(
                 "  egress  {}: {}",
                 name(src),
-                p::describe_direction(&c.tables, &v.egress, dataplane::policy::Direction::Egress)
+                p::describe_direction(&c.tables, &v.egress, pipeline::policy::Direction::Egress)
             );
             println!(
                 "  ingress {}: {}",
                 name(dst),
-                p::describe_direction(&c.tables, &v.ingress, dataplane::policy::Direction::Ingress)
+                p::describe_direction(&c.tables, &v.ingress, pipeline::policy::Direction::Ingress)
             );
             Ok(())
         }

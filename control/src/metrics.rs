@@ -2,14 +2,14 @@
 //! published counters; no lock or allocation on the packet path, one small thread here.
 
 use anyhow::{Context, Result};
-use dataplane::stats::{DropReason, IcmpSent};
-use dataplane::worker::{WorkerShared, BATCH_BUCKET_LE};
+use pipeline::stats::{DropReason, IcmpSent};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use xdp::worker::{WorkerShared, BATCH_BUCKET_LE};
 
 /// What the metrics endpoint reads. The workers and ports are replaced when the dataplane is
 /// restarted for a new set of ports (their counters then start again from zero, which
@@ -26,7 +26,7 @@ pub struct MetricsState {
     /// The policy names of a tables generation, for the per-rule counters.
     policy_names: Mutex<(u64, Vec<String>)>,
     /// The node's WireGuard device, when WireGuard is on.
-    wireguard: Mutex<Option<Arc<Mutex<dataplane::wireguard::WgDevice>>>>,
+    wireguard: Mutex<Option<Arc<Mutex<pipeline::wireguard::WgDevice>>>>,
 }
 
 /// Upper bounds (seconds) of the apply → dataplane latency histogram.
@@ -55,7 +55,7 @@ impl MetricsState {
     }
 
     /// Exposes the WireGuard device's peers and counters.
-    pub fn set_wireguard(&self, dev: Arc<Mutex<dataplane::wireguard::WgDevice>>) {
+    pub fn set_wireguard(&self, dev: Arc<Mutex<pipeline::wireguard::WgDevice>>) {
         if let Ok(mut g) = self.wireguard.lock() {
             *g = Some(dev);
         }
@@ -181,7 +181,7 @@ impl MetricsState {
         // Per-rule policy counters: new connections each rule (or a policy's default deny)
         // decided, summed over the workers that run the named generation.
         if let Ok(names) = self.policy_names.lock() {
-            let slots = dataplane::pipeline::RULES_COUNTED + 1;
+            let slots = pipeline::pipeline::RULES_COUNTED + 1;
             let mut sum = vec![0u64; names.1.len() * slots];
             for w in view.workers {
                 if let Ok(h) = w.rule_hits.lock() {

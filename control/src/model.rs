@@ -21,7 +21,7 @@
 //! JSON files go through the same parser (JSON is YAML).
 
 use crate::selector::{Selector, SelectorError};
-use dataplane::tables::{EncapMode, Ipv4Prefix, PoolSpec};
+use pipeline::tables::{EncapMode, Ipv4Prefix, PoolSpec};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use serde_yaml::Value;

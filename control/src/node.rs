@@ -20,23 +20,23 @@ use crate::source::{apply_changes, Change};
 use crate::tables_file::{self, TablesFileError};
 use crate::wep;
 use anyhow::{bail, Context, Result};
-use dataplane::policy::PolicyTables;
-use dataplane::steer::{Role, Steering};
-use dataplane::tables::{NeighborSpec, PortKind, Tables, TablesPublisher, TablesSpec};
-use dataplane::wire::MacAddr;
-use dataplane::worker::{Worker, WorkerConfig, WorkerShared};
+use pipeline::policy::PolicyTables;
+use pipeline::tables::{NeighborSpec, PortKind, Tables, TablesPublisher, TablesSpec};
+use pipeline::wire::MacAddr;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use xdp::steer::{Role, Steering};
+use xdp::worker::{Worker, WorkerConfig, WorkerShared};
 
 /// The node's WireGuard device (shared by the workers and the metrics endpoint) and the
 /// public key it publishes.
 type WgHandle = (
-    Arc<Mutex<dataplane::wireguard::WgDevice>>,
-    dataplane::wireguard::WgKey,
+    Arc<Mutex<pipeline::wireguard::WgDevice>>,
+    pipeline::wireguard::WgKey,
 );
 
 /// Where the node daemon's tables come from.
@@ -526,7 +526,7 @@ fn compile(file_spec: TablesSpec, path: &Path, generation: u64) -> Result<Loaded
     })
 }
 
-fn local_prefixes(t: &Tables) -> Vec<dataplane::tables::Ipv4Prefix> {
+fn local_prefixes(t: &Tables) -> Vec<pipeline::tables::Ipv4Prefix> {
     t.routes
         .iter()
         .filter(|r| r.origin.starts_with("endpoint "))
@@ -703,7 +703,7 @@ fn ensure_wireguard(
     };
     let (private, new) = crate::wg_keys::load_or_create(&c.state_dir, &c.node)
         .context("cannot set up the node's WireGuard key")?;
-    let public = dataplane::wireguard::WgKey::public_of(&private);
+    let public = pipeline::wireguard::WgKey::public_of(&private);
     log(format!(
         "wireguard: {} key {}, public key {}, port {}",
         if new { "generated" } else { "loaded" },
@@ -711,7 +711,7 @@ fn ensure_wireguard(
         public.to_base64(),
         w.listen_port
     ));
-    let dev = Arc::new(Mutex::new(dataplane::wireguard::WgDevice::new(
+    let dev = Arc::new(Mutex::new(pipeline::wireguard::WgDevice::new(
         private,
         w.listen_port,
     )));
@@ -727,7 +727,7 @@ fn ensure_wireguard(
 fn publish_wireguard_key(
     source: &Spec,
     opts: &NodeOptions,
-    key: &dataplane::wireguard::WgKey,
+    key: &pipeline::wireguard::WgKey,
 ) -> Result<()> {
     let Spec::Cluster(c) = source else {
         return Ok(());
@@ -867,7 +867,7 @@ pub fn run(opts: NodeOptions) -> Result<()> {
     if let Some(p) = source.policy() {
         first.tables = first.tables.with_policy(p);
     }
-    if let Err(e) = dataplane::xsk::raise_memlock_limit() {
+    if let Err(e) = xdp::xsk::raise_memlock_limit() {
         log(format!(
             "cannot raise RLIMIT_MEMLOCK ({e}); continuing, the kernel may refuse the UMEM"
         ));

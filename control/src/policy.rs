@@ -1,5 +1,5 @@
 //! Network policy: Kubernetes `NetworkPolicy` and Calico `NetworkPolicy`/`GlobalNetworkPolicy`
-//! compiled from the cluster state into [`dataplane::policy::PolicyTables`], the text of
+//! compiled from the cluster state into [`pipeline::policy::PolicyTables`], the text of
 //! verdicts, and the offline reachability matrix behind `ferry policy check|matrix`.
 //!
 //! Selectors over pods are resolved here, into address sets of pod IPs; named ports are
@@ -14,7 +14,7 @@ use crate::model::{
     NetworkPolicyPeer, NetworkPolicyPort, Pod, PolicyType, Protocol,
 };
 use crate::selector::Selector;
-use dataplane::policy::{
+use pipeline::policy::{
     Action, AddrSet, AddrSetId, DirVerdict, Direction, Endpoint, PolicyId, PolicyKind,
     PolicyTables, PolicyTablesBuilder, PolicyTablesError, PolicyVerdict, PortRange, Reason, Rule,
     RuleSet,

@@ -4,10 +4,6 @@
 //! pcapng file with one interface per port (named after it) plus `host` for frames handed to the
 //! kernel. Dropped frames are counted by reason in the summary, not written.
 
-use dataplane::pipeline::{Packet, Pipeline, Verdict, BATCH};
-use dataplane::stats::StatsSummary;
-use dataplane::tables::{PortId, Tables};
-use dataplane::wire::Frame;
 use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
 use pcap_file::pcapng::blocks::interface_description::{
@@ -15,6 +11,10 @@ use pcap_file::pcapng::blocks::interface_description::{
 };
 use pcap_file::pcapng::{Block, PcapNgReader, PcapNgWriter};
 use pcap_file::DataLink;
+use pipeline::pipeline::{Packet, Pipeline, Verdict, BATCH};
+use pipeline::stats::StatsSummary;
+use pipeline::tables::{PortId, Tables};
+use pipeline::wire::Frame;
 use serde::Serialize;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -366,8 +366,7 @@ fn run_batch<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane::fixtures;
-    use dataplane::tables::EncapMode;
+    use pipeline::tables::EncapMode;
     use proptest::prelude::*;
     use std::sync::OnceLock;
 
@@ -375,7 +374,7 @@ mod tests {
         static T: OnceLock<Tables> = OnceLock::new();
         T.get_or_init(|| {
             let spec =
-                fixtures::study_tables_spec("k8s-w1", EncapMode::Always, EncapMode::Never).unwrap();
+                study::study_tables_spec("k8s-w1", EncapMode::Always, EncapMode::Never).unwrap();
             Tables::compile(&spec, 1).unwrap()
         })
     }

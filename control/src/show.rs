@@ -3,7 +3,7 @@
 
 use crate::ipam::IpamState;
 use crate::model::{ClusterState, IpPool};
-use dataplane::tables::EncapMode;
+use pipeline::tables::EncapMode;
 
 fn mode(m: EncapMode) -> &'static str {
     match m {

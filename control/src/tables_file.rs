@@ -1,6 +1,6 @@
 //! Reading a tables file (TOML, `docs/tables.md`) into compiled [`Tables`].
 
-use dataplane::tables::{Tables, TablesError, TablesSpec};
+use pipeline::tables::{Tables, TablesError, TablesSpec};
 use std::path::{Path, PathBuf};
 
 /// Why a tables file could not be loaded. Each variant names the file.

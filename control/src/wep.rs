@@ -12,7 +12,7 @@
 //! since the host veth's name is derived from the pod.
 
 use crate::store::{JsonFile, Lock, StoreError};
-use dataplane::wire::MacAddr;
+use pipeline::wire::MacAddr;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

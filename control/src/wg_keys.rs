@@ -9,7 +9,7 @@ use crate::compile::WIREGUARD_KEY_ANNOTATION;
 use crate::kube::{ApiError, KubeClient, Resource};
 use crate::manifest_dir::ManifestDir;
 use crate::model::Node;
-use dataplane::wireguard::WgKey;
+use pipeline::wireguard::WgKey;
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 
 use control::ipam::Ipam;
 use control::manifest_dir::ManifestDir;
-use dataplane::tables::Ipv4Prefix;
+use pipeline::tables::Ipv4Prefix;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Stdio};

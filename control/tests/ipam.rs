@@ -62,7 +62,7 @@ fn ip(s: &str) -> Ipv4Addr {
 }
 
 fn in_prefix(a: Ipv4Addr, p: &str) -> bool {
-    let p: dataplane::tables::Ipv4Prefix = p.parse().unwrap();
+    let p: pipeline::tables::Ipv4Prefix = p.parse().unwrap();
     p.contains(u32::from(a))
 }
 

@@ -3,12 +3,12 @@
 //! router's links decoded by tshark. Needs root (CI runs as root). Labs are heavy for a 2-core
 //! machine, so the tests of this file take turns.
 
-use dataplane::fixtures::{node, pod_address};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use study::{node, pod_address};
 use testbeds::ferry::{FerryNodes, Mode};
 use testbeds::{Lab, Topology, UpOptions};
 

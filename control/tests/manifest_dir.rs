@@ -364,7 +364,7 @@ fn incremental_compile_with_ipam_survives_a_pool_change() {
         gateway: None,
     };
     let mut inc = NodeCompiler::new(&state, "k8s-w1", inputs).unwrap();
-    let route_to_w2 = |spec: &dataplane::tables::TablesSpec| {
+    let route_to_w2 = |spec: &pipeline::tables::TablesSpec| {
         spec.routes.iter().any(|r| {
             r.prefix.to_string() == "172.16.184.0/26" && r.peer.as_deref() == Some("k8s-w2")
         })

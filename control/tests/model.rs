@@ -5,7 +5,7 @@ use control::model::{
     parse_str, Action, CalicoPort, CalicoProtocol, ClusterState, IntOrString, Kind, LoadError,
     ObjectKey, PolicyType, Protocol,
 };
-use dataplane::tables::EncapMode;
+use pipeline::tables::EncapMode;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 

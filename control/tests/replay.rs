@@ -1,8 +1,6 @@
 //! `ferry replay` end to end: captures built here go through the `ferry` binary, and its output
 //! is decoded by tshark (Wireshark's dissectors, which Ferry did not write) field by field.
 
-use dataplane::fixtures::{self, mac_of, node, pod_address, vtep_mac_of};
-use dataplane::tables::EncapMode;
 use etherparse::PacketBuilder;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
 use pcap_file::pcapng::blocks::interface_description::{
@@ -10,11 +8,13 @@ use pcap_file::pcapng::blocks::interface_description::{
 };
 use pcap_file::pcapng::{Block, PcapNgReader, PcapNgWriter};
 use pcap_file::DataLink;
+use pipeline::tables::EncapMode;
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use study::{mac_of, node, pod_address, vtep_mac_of};
 
 /// A scratch directory removed on drop, unique per test.
 struct Scratch(PathBuf);
@@ -50,7 +50,7 @@ fn modes(name: &str) -> (EncapMode, EncapMode) {
 
 fn write_tables(dir: &Scratch, node_name: &str, mode: &str) -> PathBuf {
     let (i, v) = modes(mode);
-    let spec = fixtures::study_tables_spec(node_name, i, v).unwrap();
+    let spec = study::study_tables_spec(node_name, i, v).unwrap();
     let p = dir.path(&format!("{node_name}.{mode}.toml"));
     std::fs::write(&p, toml::to_string(&spec).unwrap()).unwrap();
     p
@@ -386,7 +386,7 @@ fn decap_on_the_peer_restores_the_inner_packet() {
         assert_eq!(&frame[..6], &mac_of(pod("k8s-w2", 1)).0);
         let mut want = sent[14..].to_vec();
         want[8] -= 2;
-        dataplane::wire::ipv4::Ipv4Packet::new_unchecked(&mut want[..]).fill_checksum();
+        pipeline::wire::ipv4::Ipv4Packet::new_unchecked(&mut want[..]).fill_checksum();
         assert_eq!(&frame[14..], &want[..], "{mode}");
         let rows = tshark(&c, &["ip.ttl", "ip.checksum.status", "udp.length"]);
         assert_eq!(rows[0], vec!["62".to_string(), "1".into(), "208".into()]);
@@ -644,7 +644,7 @@ fn tcp_frag(
         .unwrap();
     v[18..20].copy_from_slice(&ident.to_be_bytes());
     v[20..22].copy_from_slice(&((u16::from(more) << 13) | offset8).to_be_bytes());
-    let mut ip = dataplane::wire::ipv4::Ipv4Packet::new_unchecked(&mut v[14..]);
+    let mut ip = pipeline::wire::ipv4::Ipv4Packet::new_unchecked(&mut v[14..]);
     ip.fill_checksum();
     v
 }

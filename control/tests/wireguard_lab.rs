@@ -528,8 +528,8 @@ fn wireguard_go_interop() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let wrong = dataplane::wireguard::WgKey([7u8; 32]);
-    let wrong_pub = dataplane::wireguard::WgKey::public_of(&wrong).to_base64();
+    let wrong = pipeline::wireguard::WgKey([7u8; 32]);
+    let wrong_pub = pipeline::wireguard::WgKey::public_of(&wrong).to_base64();
     let endpoint = format!("{}:51820", w1.address);
     wg(
         lab,

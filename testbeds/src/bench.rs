@@ -6,9 +6,9 @@
 
 use crate::ferry::{FerryNodes, Mode};
 use crate::{Lab, LabError};
-use dataplane::fixtures::vtep_mac_of;
 use std::path::Path;
 use std::time::Duration;
+use study::vtep_mac_of;
 
 /// One measured system.
 #[derive(Debug, Clone, serde::Serialize)]

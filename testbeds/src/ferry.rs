@@ -4,7 +4,7 @@
 //! lab tests.
 
 use crate::{Lab, LabChild, LabError};
-use dataplane::tables::EncapMode;
+use pipeline::tables::EncapMode;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;

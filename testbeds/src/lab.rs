@@ -931,9 +931,9 @@ impl Lab {
     pub fn tables_spec(
         &self,
         node: &str,
-        ipip_mode: dataplane::tables::EncapMode,
-        vxlan_mode: dataplane::tables::EncapMode,
-    ) -> Result<dataplane::tables::TablesSpec, LabError> {
+        ipip_mode: pipeline::tables::EncapMode,
+        vxlan_mode: pipeline::tables::EncapMode,
+    ) -> Result<pipeline::tables::TablesSpec, LabError> {
         Ok(crate::tables::tables_spec(
             &self.topology,
             node,

@@ -1,6 +1,6 @@
 //! Network-namespace labs for Ferry (`ferry-lab`, documented in `docs/lab.md`): a router,
 //! nodes and pods as real network namespaces joined by veth pairs and bridges, addressed and
-//! MAC'd exactly like the study lab of [`dataplane::fixtures`], so that the tables the fixtures
+//! MAC'd exactly like the study lab of [`study`], so that the tables the fixtures
 //! produce are the tables of the lab.
 //!
 //! ```no_run

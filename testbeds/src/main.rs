@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use dataplane::tables::EncapMode;
+use pipeline::tables::EncapMode;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use testbeds::{Lab, Topology, UpOptions};
@@ -396,7 +396,7 @@ fn run(cli: Cli) -> Result<()> {
             let lab = Lab::attach(&pick_lab(&cli.lab)?)?;
             let spec = lab.tables_spec(&node, ipip.into(), vxlan.into())?;
             // Refuse to print tables that would not load.
-            dataplane::tables::Tables::compile(&spec, 0)
+            pipeline::tables::Tables::compile(&spec, 0)
                 .with_context(|| format!("the tables of {node} do not compile"))?;
             print!("{}", toml::to_string_pretty(&spec)?);
             Ok(())

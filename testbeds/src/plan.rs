@@ -4,11 +4,11 @@
 //! `status` compares the live lab against it.
 
 use crate::topology::{IfAddr, Topology};
-use dataplane::fixtures::mac_of;
-use dataplane::tables::Ipv4Prefix;
-use dataplane::wire::MacAddr;
+use pipeline::tables::Ipv4Prefix;
+use pipeline::wire::MacAddr;
 use std::fmt;
 use std::net::Ipv4Addr;
+use study::mac_of;
 
 /// The gateway Calico gives every pod; the host side of the veth answers ARP for it (proxy ARP).
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);

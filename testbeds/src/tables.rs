@@ -1,13 +1,13 @@
 //! The forwarding tables Ferry needs on each node of a lab, derived from the topology the same
-//! way `dataplane::fixtures::study_tables_spec` derives the study lab's (for the study topology
+//! way `study::study_tables_spec` derives the study lab's (for the study topology
 //! the two are equal; a test checks it). With it a test can run Ferry in every node of any lab.
 
 use crate::topology::{Topology, TopologyError};
-use dataplane::fixtures::{mac_of, vtep_mac_of};
-use dataplane::tables::{
+use pipeline::tables::{
     EncapMode, EndpointSpec, Ipv4Prefix, NeighborSpec, NodeSpec, PeerSpec, PoolSpec, PortKind,
     PortSpec, RouteSpec, RouteTarget, TablesSpec,
 };
+use study::{mac_of, vtep_mac_of};
 
 fn host(addr: std::net::Ipv4Addr) -> Ipv4Prefix {
     Ipv4Prefix {
@@ -125,8 +125,7 @@ pub fn tables_spec(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane::fixtures;
-    use dataplane::tables::Tables;
+    use pipeline::tables::Tables;
 
     const MODES: [(EncapMode, EncapMode); 5] = [
         (EncapMode::Always, EncapMode::Never),
@@ -139,10 +138,10 @@ mod tests {
     #[test]
     fn study_tables_are_the_fixtures() {
         let t = Topology::study();
-        for n in &fixtures::NODES {
+        for n in &study::NODES {
             for (ipip, vx) in MODES {
                 let ours = tables_spec(&t, n.name, ipip, vx).expect("tables");
-                let theirs = fixtures::study_tables_spec(n.name, ipip, vx).expect("fixture");
+                let theirs = study::study_tables_spec(n.name, ipip, vx).expect("fixture");
                 assert_eq!(ours, theirs, "{} {ipip:?}/{vx:?}", n.name);
             }
         }

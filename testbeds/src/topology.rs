@@ -2,7 +2,7 @@
 //! the nodes on them and the pods on the nodes. [`Topology`] is a validated topology: every name,
 //! address and interface name has been checked, so building it cannot fail on a typo half-way.
 
-use dataplane::tables::Ipv4Prefix;
+use pipeline::tables::Ipv4Prefix;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -345,7 +345,7 @@ impl Topology {
     }
 }
 
-/// The Calico-style host-side port name the fixtures use (`dataplane::fixtures::pod_port`).
+/// The Calico-style host-side port name the fixtures use (`study::pod_port`).
 pub fn default_pod_port(node: &str, index: u8) -> String {
     format!("cali{}p{}", node.trim_start_matches("k8s-"), index)
 }
@@ -705,14 +705,13 @@ fn validate(spec: TopologySpec) -> Result<Topology, TopologyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane::fixtures;
 
     #[test]
     fn study_matches_the_fixtures() {
         let t = Topology::study();
         assert_eq!(t.router().name, "k8s-rtr");
-        assert_eq!(t.nodes().len(), fixtures::NODES.len());
-        for f in &fixtures::NODES {
+        assert_eq!(t.nodes().len(), study::NODES.len());
+        for f in &study::NODES {
             let n = t.node(f.name).expect("fixture node in the study topology");
             assert_eq!(n.address, f.address, "{}", f.name);
             assert_eq!(n.cidr.to_string(), f.subnet, "{}", f.name);
@@ -722,15 +721,15 @@ mod tests {
             assert_eq!(pods.len(), usize::from(f.pods), "{}", f.name);
             for (i, p) in (1u8..).zip(pods) {
                 assert_eq!(p.index, i);
-                assert_eq!(p.address, fixtures::pod_address(f, i));
-                assert_eq!(p.port, fixtures::pod_port(f, i));
+                assert_eq!(p.address, study::pod_address(f, i));
+                assert_eq!(p.port, study::pod_port(f, i));
                 assert_eq!(p.port, default_pod_port(f.name, i));
                 assert_eq!(p.name, format!("{}-pod{i}", f.name));
             }
         }
         assert_eq!(
             t.spec().pool.map(|p| p.to_string()).as_deref(),
-            Some(fixtures::POOL)
+            Some(study::POOL)
         );
         let lo: Vec<String> = t.router().loopbacks.iter().map(|l| l.to_string()).collect();
         assert_eq!(lo, ["10.1.1.254/32", "10.1.2.254/32"]);

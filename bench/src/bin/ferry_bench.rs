@@ -7,7 +7,7 @@ use bench::compare;
 use bench::search::{self, SearchConfig, Trial};
 use bench::template::{Kind, Range, SizeMix, Template};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use dataplane::wire::MacAddr;
+use pipeline::wire::MacAddr;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;

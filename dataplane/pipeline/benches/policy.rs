@@ -13,20 +13,20 @@
 //! client in (TCP 80 from the client) last: the worst case, every rule of every policy applies
 //! to this endpoint and is checked before the match.
 //!
-//! `cargo bench -p dataplane --bench policy -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench -p pipeline --bench policy -- --warm-up-time 1 --measurement-time 3`
 
 use criterion::{Criterion, Throughput};
-use dataplane::fixtures::{self, mac_of, node, pod_address, pod_port};
-use dataplane::pipeline::{Packet, Pipeline, Verdict, BATCH};
-use dataplane::policy::{
+use etherparse::PacketBuilder;
+use pipeline::pipeline::{Packet, Pipeline, Verdict, BATCH};
+use pipeline::policy::{
     Action, AddrSet, Endpoint, PolicyKind, PolicyTablesBuilder, PortRange, Rule, RuleSet,
 };
-use dataplane::tables::{EncapMode, Tables};
-use dataplane::wire::{Frame, MacAddr};
-use etherparse::PacketBuilder;
+use pipeline::tables::{EncapMode, Tables};
+use pipeline::wire::{Frame, MacAddr};
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use study::{mac_of, node, pod_address, pod_port};
 
 const HEADROOM: usize = 256;
 const CHUNK: usize = 256 + 128;
@@ -37,7 +37,7 @@ fn pod(i: u8) -> Ipv4Addr {
 }
 
 fn base_tables() -> Tables {
-    let spec = fixtures::study_tables_spec("k8s-w1", EncapMode::Always, EncapMode::Never).unwrap();
+    let spec = study::study_tables_spec("k8s-w1", EncapMode::Always, EncapMode::Never).unwrap();
     Tables::compile(&spec, 1).unwrap()
 }
 

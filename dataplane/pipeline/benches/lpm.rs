@@ -1,4 +1,4 @@
-//! Lookup throughput of `dataplane::lpm::Lpm` (DIR-24-8) against the `prefix-trie` crate, on
+//! Lookup throughput of `pipeline::lpm::Lpm` (DIR-24-8) against the `prefix-trie` crate, on
 //! the same synthetic full Internet table and the same addresses.
 //!
 //! The table has 1,076,801 prefixes whose per-length histogram is the one DPDK's
@@ -10,7 +10,7 @@
 //! Addresses: 2^20 of them, 90% drawn inside a random route (a hit, like DPDK's `test-fib`),
 //! 10% uniform over the address space (mostly misses in the unrouted classes).
 //!
-//! `cargo bench -p dataplane --bench lpm -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench -p pipeline --bench lpm -- --warm-up-time 1 --measurement-time 3`
 //!
 //! Under `cargo test` (no `--bench` argument) the table is scaled down 64x so the smoke run of
 //! every benchmark stays quick in a debug build.
@@ -21,8 +21,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
-use dataplane::lpm::{Lpm, DEFAULT_MAX_TBL8_GROUPS};
 use ipnet::Ipv4Net;
+use pipeline::lpm::{Lpm, DEFAULT_MAX_TBL8_GROUPS};
 use prefix_trie::PrefixMap;
 
 /// Prefixes per length (index 0 is /1) in DPDK's test_lpm_perf.c, class A (first bit 0).

@@ -1,4 +1,4 @@
-//! Cycles per lookup of `dataplane::lpm::Lpm` on the routes and addresses that DPDK's
+//! Cycles per lookup of `pipeline::lpm::Lpm` on the routes and addresses that DPDK's
 //! `dpdk-test-fib` dumps, measured the way `test-fib` measures DPDK's DIR-24-8.
 //!
 //! ```text
@@ -8,7 +8,7 @@
 //! # 2. DPDK's own figure on the same parameters (prints "AVG FIB lookup <cycles>").
 //! dpdk-test-fib --no-huge -m 1024 --no-pci --file-prefix fib -- -n 200000 -l 16777216 -s -g 200000
 //! # 3. Ferry on the dumped routes and addresses.
-//! cargo run --release -p dataplane --example lpm_dpdk_compare -- \
+//! cargo run --release -p pipeline --example lpm_dpdk_compare -- \
 //!     --routes /tmp/fib/routes.txt --ips /tmp/fib/ips.txt
 //! ```
 //!
@@ -35,7 +35,7 @@ use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use dataplane::lpm::Lpm;
+use pipeline::lpm::Lpm;
 
 /// test-fib's burst size.
 const BURST: usize = 64;

@@ -2,19 +2,19 @@
 //! etherparse's PacketBuilder; outputs are checked field by field with etherparse's decoder and
 //! Ferry's own views. (The tshark checks of the same paths live in `control/tests/replay.rs`.)
 
-use dataplane::fixtures::{self, mac_of, node, pod_address, pod_port, vtep_mac_of};
-use dataplane::pipeline::{Packet, Pipeline, Verdict};
-use dataplane::stats::{DropReason, IcmpSent};
-use dataplane::tables::{EncapMode, Tables, TablesSpec};
-use dataplane::wire::{Frame, MacAddr};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use pipeline::pipeline::{Packet, Pipeline, Verdict};
+use pipeline::stats::{DropReason, IcmpSent};
+use pipeline::tables::{EncapMode, Tables, TablesSpec};
+use pipeline::wire::{Frame, MacAddr};
 use std::net::Ipv4Addr;
+use study::{mac_of, node, pod_address, pod_port, vtep_mac_of};
 
 const HEADROOM: usize = 256;
 const SEC: u64 = 1_000_000_000;
 
 fn spec(node: &str, ipip: EncapMode, vxlan: EncapMode) -> TablesSpec {
-    fixtures::study_tables_spec(node, ipip, vxlan).expect("lab node")
+    study::study_tables_spec(node, ipip, vxlan).expect("lab node")
 }
 
 fn tables(node: &str, ipip: EncapMode, vxlan: EncapMode) -> Tables {
@@ -289,7 +289,7 @@ fn encapsulated(from: &str, to: &str, modes: (EncapMode, EncapMode)) -> Vec<u8> 
 }
 
 fn set_outer_src(frame: &mut [u8], src: Ipv4Addr) {
-    let mut ip = dataplane::wire::ipv4::Ipv4Packet::new_unchecked(&mut frame[14..]);
+    let mut ip = pipeline::wire::ipv4::Ipv4Packet::new_unchecked(&mut frame[14..]);
     ip.set_src(u32::from(src));
     ip.fill_checksum();
 }
@@ -375,10 +375,10 @@ fn tunnel_fragments_and_bad_inner_packets_are_dropped() {
     let rx = tables("k8s-w2", ipip().0, ipip().1);
     let mut f = encapsulated("k8s-w1", "k8s-w2", ipip());
     {
-        let ip = dataplane::wire::ipv4::Ipv4Packet::new_unchecked(&mut f[14..]);
+        let ip = pipeline::wire::ipv4::Ipv4Packet::new_unchecked(&mut f[14..]);
         ip.into_inner()[6] = 0x20; // MF
     }
-    dataplane::wire::ipv4::Ipv4Packet::new_unchecked(&mut f[14..]).fill_checksum();
+    pipeline::wire::ipv4::Ipv4Packet::new_unchecked(&mut f[14..]).fill_checksum();
     assert_eq!(
         run1(&rx, &f, "eth0").0.verdict,
         Verdict::Drop(DropReason::TunnelFragment)
@@ -412,11 +412,7 @@ fn ttl_expiry_sends_time_exceeded_quoting_the_packet() {
         assert_ipv4_checksum_ok(&o.bytes[14..]);
         let icmp = &o.bytes[34..];
         assert_eq!((icmp[0], icmp[1]), (11, 0));
-        assert_eq!(
-            dataplane::wire::checksum::checksum(icmp),
-            0,
-            "ICMP checksum"
-        );
+        assert_eq!(pipeline::wire::checksum::checksum(icmp), 0, "ICMP checksum");
         assert_eq!(
             &icmp[8..],
             ip_payload_of(&f),
@@ -484,13 +480,13 @@ fn df_packets_too_big_for_the_tunnel_get_frag_needed_with_the_tunnel_mtu() {
             "quote capped at 576 bytes of reply"
         );
         assert_eq!(&icmp[8..], &ip_payload_of(&big)[..576 - 28]);
-        assert_eq!(dataplane::wire::checksum::checksum(icmp), 0);
+        assert_eq!(pipeline::wire::checksum::checksum(icmp), 0);
     }
     // Without DF the packet is dropped (Ferry does not fragment) and counted.
     let t = tables("k8s-w1", ipip().0, ipip().1);
     let mut big = udp_from(pod("k8s-w1", 1), pod("k8s-w2", 1), 64, &[0; 1460]);
     big[20] = 0;
-    dataplane::wire::ipv4::Ipv4Packet::new_unchecked(&mut big[14..]).fill_checksum();
+    pipeline::wire::ipv4::Ipv4Packet::new_unchecked(&mut big[14..]).fill_checksum();
     let (o, _) = run1(&t, &big, "caliw1p1");
     assert_eq!(o.verdict, Verdict::Drop(DropReason::MtuExceeded));
 }
@@ -506,7 +502,7 @@ fn frag_needed_for_a_remote_sender_goes_back_through_the_tunnel() {
         // Send with TTL 2 so it leaves k8s-w2 with TTL 1 and expires at k8s-w1.
         let mut f2 = f.clone();
         f2[22] = 2;
-        dataplane::wire::ipv4::Ipv4Packet::new_unchecked(&mut f2[14..]).fill_checksum();
+        pipeline::wire::ipv4::Ipv4Packet::new_unchecked(&mut f2[14..]).fill_checksum();
         run1(&w2, &f2, "caliw2p1").0.bytes
     };
     let (o, p) = run1(&t, &enc, "eth0");
@@ -585,7 +581,7 @@ fn options_and_fragments_are_forwarded_and_padding_stripped() {
     let total = ip.len() as u16;
     ip[2..4].copy_from_slice(&total.to_be_bytes());
     ip[6] = 0x20; // MF
-    dataplane::wire::ipv4::Ipv4Packet::new_unchecked(&mut ip[..]).fill_checksum();
+    pipeline::wire::ipv4::Ipv4Packet::new_unchecked(&mut ip[..]).fill_checksum();
     f.extend_from_slice(&ip);
     let unpadded = f.clone();
     f.extend_from_slice(&[0u8; 18]);
@@ -608,7 +604,7 @@ fn malformed_frames_are_counted_by_reason() {
         let mut f = good.clone();
         f[i] = v;
         if fix {
-            dataplane::wire::ipv4::Ipv4Packet::new_unchecked(&mut f[14..]).fill_checksum();
+            pipeline::wire::ipv4::Ipv4Packet::new_unchecked(&mut f[14..]).fill_checksum();
         }
         f
     };
@@ -670,7 +666,7 @@ fn a_batch_mixes_verdicts_and_counters_add_up() {
 fn the_documented_example_tables_match_the_lab_fixture() {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../docs/examples/k8s-w1.tables.toml"
+        "/../../docs/examples/k8s-w1.tables.toml"
     ))
     .unwrap();
     let parsed: TablesSpec = toml::from_str(&text).expect("docs example parses");

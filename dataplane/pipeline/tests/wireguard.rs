@@ -6,15 +6,15 @@
 //! and an inner source outside the sending node's blocks are dropped, each counted once.
 //! Outer headers are checked with etherparse's decoder.
 
-use dataplane::fixtures::{self, mac_of, node, pod_address, pod_port};
-use dataplane::pipeline::{Packet, Pipeline, Verdict};
-use dataplane::stats::DropReason;
-use dataplane::tables::{EncapMode, Tables, WireGuardSpec};
-use dataplane::wire::{Frame, MacAddr};
-use dataplane::wireguard::{WgDevice, WgKey, MAX_DATAGRAM};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use pipeline::pipeline::{Packet, Pipeline, Verdict};
+use pipeline::stats::DropReason;
+use pipeline::tables::{EncapMode, Tables, WireGuardSpec};
+use pipeline::wire::{Frame, MacAddr};
+use pipeline::wireguard::{WgDevice, WgKey, MAX_DATAGRAM};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
+use study::{mac_of, node, pod_address, pod_port};
 
 const HEADROOM: usize = 256;
 
@@ -25,7 +25,7 @@ fn key(seed: u8) -> WgKey {
 /// k8s-w1 and k8s-w2's tables with WireGuard on and both keys known.
 fn tables(me: &str) -> Tables {
     let mut spec =
-        fixtures::study_tables_spec(me, EncapMode::Always, EncapMode::Never).expect("lab node");
+        study::study_tables_spec(me, EncapMode::Always, EncapMode::Never).expect("lab node");
     spec.wireguard = Some(WireGuardSpec::default());
     for p in &mut spec.peers {
         let seed = match p.name.as_str() {
@@ -209,12 +209,12 @@ fn pod_traffic_through_the_pipeline_and_faults_counted() {
         .unwrap()
         .encapsulate(w2.address, spoofed_ip, &mut buf)
     {
-        dataplane::wireguard::Encapsulated::Data { len, .. } => len,
+        pipeline::wireguard::Encapsulated::Data { len, .. } => len,
         r => panic!("{r:?}"),
     };
     let mut frame = vec![0u8; 14 + 28 + len];
     let flen = frame.len();
-    let dest = dataplane::wireguard::Dest {
+    let dest = pipeline::wireguard::Dest {
         endpoint: std::net::SocketAddrV4::new(w2.address, 51820),
         mac: Some(mac_of(w2.address)),
     };
@@ -237,12 +237,12 @@ fn a_node_without_a_key_gets_the_pools_mode() {
         .lookup(u32::from(pod_address(m, 1)))
         .and_then(|i| t.adjacency(i))
         .unwrap();
-    assert_eq!(adj.kind, dataplane::tables::AdjKind::Ipip);
+    assert_eq!(adj.kind, pipeline::tables::AdjKind::Ipip);
     let w2 = node("k8s-w2").unwrap();
     let adj = t
         .lookup(u32::from(pod_address(w2, 1)))
         .and_then(|i| t.adjacency(i))
         .unwrap();
-    assert_eq!(adj.kind, dataplane::tables::AdjKind::WireGuard);
+    assert_eq!(adj.kind, pipeline::tables::AdjKind::WireGuard);
     assert_eq!(adj.mtu, 1440);
 }

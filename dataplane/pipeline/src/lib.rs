@@ -11,22 +11,18 @@
 //!   per-packet evaluation.
 //! - [`icmp`]: router-originated ICMP errors and their Linux-style rate limit.
 //! - [`stats`]: per-worker counters, drop reasons.
-//! - [`xsk`]: AF_XDP sockets on a shared UMEM (the only `unsafe` code), [`steer`]: the XDP
-//!   program that decides what reaches them, [`worker`]: the poll loop joining I/O and pipeline.
-#![deny(unsafe_code)]
+//!
+//! What may not live here: I/O of any kind (sockets, files, threads, clocks: the caller passes
+//! `now_ns`), locks, `unsafe`, or anything needing a C toolchain. The AF_XDP side is the `xdp`
+//! crate; the study lab's topology is the `study` crate.
+#![forbid(unsafe_code)]
 
 pub mod conntrack;
-pub mod fixtures;
 pub mod icmp;
 pub mod lpm;
 pub mod pipeline;
 pub mod policy;
 pub mod stats;
-pub mod steer;
 pub mod tables;
 pub mod wire;
 pub mod wireguard;
-pub mod worker;
-// The one module that talks to the kernel's AF_XDP rings; every block carries a SAFETY note.
-#[allow(unsafe_code)]
-pub mod xsk;

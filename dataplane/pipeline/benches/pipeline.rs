@@ -4,7 +4,7 @@
 //! each, in 128 /26 blocks spread over the lab pool, each block blackholed as Calico does) and
 //! 1,024 remote nodes (off-subnet, reached through the gateway), each with a /26 block of the
 //! pool 172.20.0.0/14. Every path sends 4,096 frames with 4,096 distinct route destinations, in
-//! a shuffled order, 64 per batch (`dataplane::pipeline::BATCH`), so the route tables and the
+//! a shuffled order, 64 per batch (`pipeline::pipeline::BATCH`), so the route tables and the
 //! adjacencies are exercised well beyond what a single cache-hot destination would show:
 //!
 //! - `local`: pod → pod on this node (4,096 endpoints, /32 routes);
@@ -38,7 +38,7 @@
 //! - `lpm_only`: `Tables::lookup_batch` alone on the same 64-address batches: the route pass;
 //!   `pipeline − lpm_only` is the LPM-free cost of the pipeline.
 //!
-//! `cargo bench -p dataplane --bench pipeline -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench -p pipeline --bench pipeline -- --warm-up-time 1 --measurement-time 3`
 //!
 //! After criterion's own report a table gives ns/packet (median over samples, and criterion's
 //! slope estimate with its interval) and Mpps per path, read back from criterion's estimates.
@@ -53,16 +53,16 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use criterion::{BatchSize, Criterion, Throughput};
-use dataplane::fixtures::{self, mac_of, vtep_mac_of};
-use dataplane::pipeline::{Packet, Pipeline, Verdict, BATCH};
-use dataplane::stats::Stats;
-use dataplane::tables::{
+use etherparse::{IpNumber, PacketBuilder};
+use pipeline::pipeline::{Packet, Pipeline, Verdict, BATCH};
+use pipeline::stats::Stats;
+use pipeline::tables::{
     EncapMode, EndpointSpec, Ipv4Prefix, PeerSpec, PoolSpec, PortId, PortKind, PortSpec, RouteSpec,
     RouteTarget, Tables, TablesSpec,
 };
-use dataplane::wire::vxlan::{self, VxlanRepr};
-use dataplane::wire::{Frame, MacAddr};
-use etherparse::{IpNumber, PacketBuilder};
+use pipeline::wire::vxlan::{self, VxlanRepr};
+use pipeline::wire::{Frame, MacAddr};
+use study::{mac_of, vtep_mac_of};
 
 const NODE: &str = "k8s-w1";
 /// Free bytes in front of each frame for pushed headers.
@@ -109,7 +109,7 @@ const PATHS: [(&str, &str); 5] = [
 /// The /26 blocks of the local pods: 128 distinct /24s of the lab pool (a stride-37 walk, so
 /// they are spread over the whole /16), avoiding the /24s of the lab nodes' blocks.
 fn local_blocks() -> Vec<u32> {
-    let lab: BTreeSet<u32> = fixtures::NODES
+    let lab: BTreeSet<u32> = study::NODES
         .iter()
         .map(|n| (n.block.parse::<Ipv4Prefix>().expect("lab block").addr >> 8) & 0xff)
         .collect();
@@ -152,7 +152,7 @@ fn remote_pod(i: usize, j: usize) -> u32 {
 
 /// The lab tables of `k8s-w1` plus the 4,096 local pods and the 1,024 remote nodes.
 fn big_node_spec(ipip: EncapMode, vxlan: EncapMode) -> TablesSpec {
-    let mut s = fixtures::study_tables_spec(NODE, ipip, vxlan).expect("lab node");
+    let mut s = study::study_tables_spec(NODE, ipip, vxlan).expect("lab node");
     let blocks = local_blocks();
     for i in 0..LOCAL_PODS {
         let address = Ipv4Addr::from(local_pod(&blocks, i));
@@ -340,7 +340,7 @@ impl<'t> Topology<'t> {
             uplink,
             node: tables.node.address,
             node_mac: tables.ports[usize::from(uplink)].mac,
-            gateway_mac: mac_of(fixtures::node(NODE).expect("lab node").gateway),
+            gateway_mac: mac_of(study::node(NODE).expect("lab node").gateway),
         }
     }
 

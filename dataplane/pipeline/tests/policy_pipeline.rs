@@ -2,17 +2,17 @@
 //! w1-1 and w1-2 local, w2-1 behind IPIP). Frames are built with etherparse; verdicts and
 //! counters are what a user would check in /metrics.
 
-use dataplane::fixtures::{self, mac_of, node, pod_address, pod_port};
-use dataplane::pipeline::{Packet, Pipeline, Verdict};
-use dataplane::policy::{
+use etherparse::PacketBuilder;
+use pipeline::pipeline::{Packet, Pipeline, Verdict};
+use pipeline::policy::{
     Action, AddrSet, Endpoint, PolicyKind, PolicyTablesBuilder, PortRange, Rule, RuleSet,
 };
-use dataplane::stats::DropReason;
-use dataplane::tables::{EncapMode, Tables};
-use dataplane::wire::{Frame, MacAddr};
-use etherparse::PacketBuilder;
+use pipeline::stats::DropReason;
+use pipeline::tables::{EncapMode, Tables};
+use pipeline::wire::{Frame, MacAddr};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use study::{mac_of, node, pod_address, pod_port};
 
 const SEC: u64 = 1_000_000_000;
 const HEADROOM: usize = 256;
@@ -33,7 +33,7 @@ fn tables() -> Tables {
 
 /// [`tables`] with the server accepting another port from the client.
 fn tables_allowing(server_port: u16) -> Tables {
-    let spec = fixtures::study_tables_spec("k8s-w1", EncapMode::Always, EncapMode::Never).unwrap();
+    let spec = study::study_tables_spec("k8s-w1", EncapMode::Always, EncapMode::Never).unwrap();
     let t = Tables::compile(&spec, 7).unwrap();
     let (server, client) = (pod("k8s-w1", 1), pod("k8s-w1", 2));
     let mut b = PolicyTablesBuilder::new();
@@ -113,7 +113,7 @@ fn fragment(mut f: Vec<u8>, ident: u16, offset8: u16, more: bool) -> Vec<u8> {
     f[18..20].copy_from_slice(&ident.to_be_bytes());
     let v = (u16::from(more) << 13) | offset8;
     f[20..22].copy_from_slice(&v.to_be_bytes());
-    let mut ip = dataplane::wire::ipv4::Ipv4Packet::new_unchecked(&mut f[14..]);
+    let mut ip = pipeline::wire::ipv4::Ipv4Packet::new_unchecked(&mut f[14..]);
     ip.fill_checksum();
     f
 }
@@ -152,7 +152,7 @@ fn policy_allows_the_rule_denies_the_rest_and_counts_by_rule() {
     let mut p2 = Pipeline::new(2);
     let remote = tcp(pod("k8s-w2", 1), 40000, server, 80, true, false);
     let tx = Tables::compile(
-        &fixtures::study_tables_spec("k8s-w2", EncapMode::Always, EncapMode::Never).unwrap(),
+        &study::study_tables_spec("k8s-w2", EncapMode::Always, EncapMode::Never).unwrap(),
         1,
     )
     .unwrap();
@@ -325,7 +325,7 @@ fn fragments_follow_their_first_and_tricks_are_dropped() {
     let mut tiny = fragment(tcp(client, 41003, server, 80, true, false), 10, 0, true);
     tiny.truncate(14 + 20 + 2);
     {
-        let mut ip = dataplane::wire::ipv4::Ipv4Packet::new_unchecked(&mut tiny[14..]);
+        let mut ip = pipeline::wire::ipv4::Ipv4Packet::new_unchecked(&mut tiny[14..]);
         ip.set_total_len(22);
         ip.fill_checksum();
     }
@@ -340,7 +340,7 @@ fn fragments_follow_their_first_and_tricks_are_dropped() {
 /// Tables without policy track nothing (no per-packet cost, nothing in the table).
 #[test]
 fn without_policy_nothing_is_tracked() {
-    let spec = fixtures::study_tables_spec("k8s-w1", EncapMode::Always, EncapMode::Never).unwrap();
+    let spec = study::study_tables_spec("k8s-w1", EncapMode::Always, EncapMode::Never).unwrap();
     let t = Tables::compile(&spec, 1).unwrap();
     let mut p = Pipeline::new(1);
     let (server, client) = (pod("k8s-w1", 1), pod("k8s-w1", 2));

@@ -6,12 +6,12 @@
 //! while the worker sleeps in poll(2), so idle nodes do not spin (several lab nodes share two
 //! cores); under load it never sleeps.
 
-use crate::pipeline::{Packet, Pipeline, Verdict, BATCH};
-use crate::stats::{DropReason, IcmpSent, Stats};
-use crate::tables::{PortId, Tables, TablesReader};
-use crate::wire::Frame;
-use crate::wireguard::WgDevice;
 use crate::xsk::{self, RingSizes, Umem, XskError, XskFrame, XskSocket};
+use pipeline::pipeline::{Packet, Pipeline, Verdict, BATCH};
+use pipeline::stats::{DropReason, IcmpSent, Stats};
+use pipeline::tables::{PortId, Tables, TablesReader};
+use pipeline::wire::Frame;
+use pipeline::wireguard::WgDevice;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,7 +85,7 @@ pub struct WorkerShared {
     pub ct_established: AtomicU64,
     pub ct_early_dropped: AtomicU64,
     /// Per-rule policy counters of the tables generation `.0` (see
-    /// [`crate::pipeline::Pipeline::rule_hits`]), copied from the worker now and then.
+    /// [`pipeline::pipeline::Pipeline::rule_hits`]), copied from the worker now and then.
     pub rule_hits: std::sync::Mutex<(u64, Vec<u64>)>,
 }
 
@@ -196,7 +196,7 @@ impl Worker {
     /// Shares the node's WireGuard device with this worker's pipeline (every worker of a node
     /// gets the same one; it outlives worker restarts, so sessions survive them).
     pub fn set_wireguard(&mut self, dev: Arc<std::sync::Mutex<WgDevice>>) {
-        self.wg_scratch = vec![0; crate::wireguard::MAX_DATAGRAM];
+        self.wg_scratch = vec![0; pipeline::wireguard::MAX_DATAGRAM];
         self.wg_tx = Vec::with_capacity(BATCH);
         self.pipeline.set_wireguard(dev);
     }
@@ -213,7 +213,7 @@ impl Worker {
         let mut out = std::mem::take(&mut self.wg_tx);
         {
             let mut g = dev.lock().unwrap_or_else(|e| e.into_inner());
-            crate::pipeline::sync_wireguard(&mut g, tables);
+            pipeline::pipeline::sync_wireguard(&mut g, tables);
             let Worker {
                 umem,
                 free,
@@ -225,7 +225,7 @@ impl Worker {
                 let Some(mut frame) = free.pop() else {
                     return;
                 };
-                let want = crate::wire::ethernet::HEADER_LEN + 28 + bytes.len();
+                let want = pipeline::wire::ethernet::HEADER_LEN + 28 + bytes.len();
                 let built = {
                     let chunk = umem.chunk_mut(&mut frame);
                     match Frame::new(chunk, 0, want) {
@@ -377,7 +377,7 @@ impl Worker {
             }
             if tables.wireguard.is_some() && self.pipeline.wireguard().is_some() {
                 let soon = self.pipeline.take_wireguard_poll();
-                if soon || wg_last_poll.elapsed() >= crate::wireguard::TIMER_TICK {
+                if soon || wg_last_poll.elapsed() >= pipeline::wireguard::TIMER_TICK {
                     self.wireguard_poll(&tables);
                     wg_last_poll = Instant::now();
                 }

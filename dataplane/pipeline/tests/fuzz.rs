@@ -2,11 +2,10 @@
 //! outside what it owns on any input — random bytes, and valid frames (plain, IPIP, VXLAN) with
 //! random corruption — and every packet gets exactly one verdict that the counters agree with.
 
-use dataplane::fixtures;
-use dataplane::pipeline::{Packet, Pipeline, Verdict};
-use dataplane::tables::{EncapMode, Tables};
-use dataplane::wire::Frame;
 use etherparse::PacketBuilder;
+use pipeline::pipeline::{Packet, Pipeline, Verdict};
+use pipeline::tables::{EncapMode, Tables};
+use pipeline::wire::Frame;
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
@@ -17,8 +16,7 @@ const CANARY: u8 = 0xa5;
 fn tables() -> &'static [Tables; 2] {
     static T: OnceLock<[Tables; 2]> = OnceLock::new();
     T.get_or_init(|| {
-        let t =
-            |n, i, v| Tables::compile(&fixtures::study_tables_spec(n, i, v).unwrap(), 1).unwrap();
+        let t = |n, i, v| Tables::compile(&study::study_tables_spec(n, i, v).unwrap(), 1).unwrap();
         [
             t("k8s-w2", EncapMode::Always, EncapMode::Never),
             t("k8s-w2", EncapMode::Never, EncapMode::Always),
@@ -33,7 +31,7 @@ fn seeds() -> &'static [(Vec<u8>, u16)] {
 }
 
 fn make_seeds() -> Vec<(Vec<u8>, u16)> {
-    let pod = |n: &str, i| fixtures::pod_address(fixtures::node(n).unwrap(), i);
+    let pod = |n: &str, i| study::pod_address(study::node(n).unwrap(), i);
     let mut out = Vec::new();
     let mut plain = Vec::new();
     PacketBuilder::ethernet2([2; 6], [0xee; 6])
@@ -47,7 +45,7 @@ fn make_seeds() -> Vec<(Vec<u8>, u16)> {
         (EncapMode::Always, EncapMode::Never),
         (EncapMode::Never, EncapMode::Always),
     ] {
-        let t = Tables::compile(&fixtures::study_tables_spec("k8s-w1", i, v).unwrap(), 1).unwrap();
+        let t = Tables::compile(&study::study_tables_spec("k8s-w1", i, v).unwrap(), 1).unwrap();
         let mut f = Vec::new();
         PacketBuilder::ethernet2([2; 6], [0xee; 6])
             .ipv4(pod("k8s-w1", 1).octets(), pod("k8s-w2", 2).octets(), 64)

@@ -6,12 +6,12 @@
 //!   counter, header, seal, copy out: what the forward pass does per packet besides the outer
 //!   headers.
 //!
-//! Criterion prints throughput in bytes/s; ns/byte = 1e9 / that. `cargo bench -p dataplane
+//! Criterion prints throughput in bytes/s; ns/byte = 1e9 / that. `cargo bench -p pipeline
 //! --bench wireguard -- --warm-up-time 1 --measurement-time 3`
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use dataplane::wire::MacAddr;
-use dataplane::wireguard::{
+use pipeline::wire::MacAddr;
+use pipeline::wireguard::{
     Decapsulated, Encapsulated, PeerConfig, WgDevice, WgKey, DEFAULT_PORT, MAX_DATAGRAM,
 };
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};

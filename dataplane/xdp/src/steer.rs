@@ -6,11 +6,11 @@
 //! cleanly or killed with SIGKILL — the kernel detaches it and the interface goes back to plain
 //! kernel forwarding: the node's own traffic never depends on Ferry being alive.
 
-use crate::tables::Ipv4Prefix;
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, MapData, XskMap};
 use aya::programs::{Xdp, XdpFlags};
 use aya::Ebpf;
+use pipeline::tables::Ipv4Prefix;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 

@@ -1,6 +1,6 @@
 //! Prints the study lab's tables for one node as TOML (the format `ferry replay --tables`
-//! reads): `cargo run -p dataplane --example dump_lab_tables -- k8s-w1 ipip|vxlan|direct|ipip-cross-subnet|vxlan-cross-subnet`.
-use dataplane::tables::EncapMode;
+//! reads): `cargo run -p pipeline --example dump_lab_tables -- k8s-w1 ipip|vxlan|direct|ipip-cross-subnet|vxlan-cross-subnet`.
+use pipeline::tables::EncapMode;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -16,7 +16,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let Some(spec) = dataplane::fixtures::study_tables_spec(node, ipip, vxlan) else {
+    let Some(spec) = study::study_tables_spec(node, ipip, vxlan) else {
         eprintln!("unknown node {node:?}; the lab has k8s-m, k8s-w1, k8s-w2, k8s-w0");
         std::process::exit(2);
     };

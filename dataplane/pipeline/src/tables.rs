@@ -117,7 +117,7 @@ pub struct TablesSpec {
 }
 
 /// This node's WireGuard settings (the private key is not in the tables: the node daemon
-/// holds it, see `dataplane::wireguard::WgDevice`).
+/// holds it, see `pipeline::wireguard::WgDevice`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WireGuardSpec {
