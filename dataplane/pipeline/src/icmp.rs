@@ -143,43 +143,6 @@ impl IcmpRateLimiter {
     }
 }
 
-/// IPv4 identification for packets this node originates (outer tunnel headers, ICMP errors),
-/// the way Linux's `__ip_select_ident` does it: a counter per hash bucket of
-/// (source, destination, protocol), starting from a random point, so IDs are not predictable
-/// across destinations yet stay unique per flow for reassembly.
-pub struct IdentGenerator {
-    seed: u32,
-    counters: Box<[u16; IDENT_SLOTS]>,
-}
-
-const IDENT_SLOTS: usize = 2048;
-
-impl IdentGenerator {
-    pub fn new(seed: u64) -> Self {
-        let mut counters = Box::new([0u16; IDENT_SLOTS]);
-        let mut s = seed | 1;
-        for c in counters.iter_mut() {
-            // xorshift64: a different start for each bucket.
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            *c = s as u16;
-        }
-        IdentGenerator {
-            seed: (seed >> 32) as u32 ^ seed as u32,
-            counters,
-        }
-    }
-
-    #[inline]
-    pub fn next(&mut self, src: u32, dst: u32, protocol: u8) -> u16 {
-        let h = crate::pipeline::mix3(src ^ self.seed, dst, u32::from(protocol));
-        let c = &mut self.counters[h as usize % IDENT_SLOTS];
-        *c = c.wrapping_add(1);
-        *c
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,12 +181,5 @@ mod tests {
             .filter(|d| rl.allow(kind::TIME_EXCEEDED, 0, *d, t + 100 * NS_PER_MS))
             .count();
         assert_eq!(later as u64, GLOBAL_BURST);
-    }
-
-    #[test]
-    fn ident_counts_per_flow() {
-        let mut g = IdentGenerator::new(42);
-        let a = g.next(1, 2, 4);
-        assert_eq!(g.next(1, 2, 4), a.wrapping_add(1));
     }
 }

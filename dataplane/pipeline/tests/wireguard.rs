@@ -13,7 +13,6 @@ use pipeline::tables::{EncapMode, Tables, WireGuardSpec};
 use pipeline::wire::{Frame, MacAddr};
 use pipeline::wireguard::{WgDevice, WgKey, MAX_DATAGRAM};
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
 use study::{mac_of, node, pod_address, pod_port};
 
 const HEADROOM: usize = 256;
@@ -41,14 +40,15 @@ fn tables(me: &str) -> Tables {
 struct Node {
     tables: Tables,
     pipeline: Pipeline,
+    /// The node's device, lent to the pipeline for each call as a worker does.
+    dev: WgDevice,
 }
 
 fn node_with_device(name: &str, seed: u8) -> Node {
-    let mut pipeline = Pipeline::new(u64::from(seed));
-    pipeline.set_wireguard(Arc::new(Mutex::new(WgDevice::new(key(seed), 51820))));
     Node {
         tables: tables(name),
-        pipeline,
+        pipeline: Pipeline::new(u64::from(seed)),
+        dev: WgDevice::new(key(seed), 51820),
     }
 }
 
@@ -61,19 +61,17 @@ fn run(n: &mut Node, frame: &[u8], port: &str) -> (Verdict, Vec<u8>) {
         Frame::new(&mut buf, HEADROOM, frame.len()).unwrap(),
         id,
     )];
-    n.pipeline.process(&n.tables, &mut pkts, 0);
+    n.pipeline
+        .process_wireguard(&n.tables, &mut pkts, 0, &mut n.dev);
     (pkts[0].verdict, pkts[0].frame.data().to_vec())
 }
 
 /// What a node's timers and finished handshakes send, as frames.
 fn poll(n: &mut Node) -> Vec<Vec<u8>> {
-    let dev = n.pipeline.wireguard().expect("device").clone();
     let mut out = Vec::new();
     let mut scratch = vec![0u8; MAX_DATAGRAM];
     let mut frames = Vec::new();
-    dev.lock()
-        .unwrap()
-        .poll(&mut scratch, |d, b| out.push((d, b.to_vec())));
+    n.dev.poll(&mut scratch, |d, b| out.push((d, b.to_vec())));
     for (d, b) in out {
         let mut buf = vec![0u8; 14 + 28 + b.len()];
         let len = buf.len();
@@ -194,7 +192,7 @@ fn pod_traffic_through_the_pipeline_and_faults_counted() {
         n2.pipeline.stats().dropped(DropReason::WireguardAuthFailed),
         1
     );
-    let dev = n2.pipeline.wireguard().unwrap().lock().unwrap().counters();
+    let dev = n2.dev.counters();
     assert_eq!((dev.replays, dev.auth_failures), (1, 1));
 
     // k8s-w1 encrypts a packet whose source is not in its blocks (a pod of k8s-w0's): the
@@ -202,13 +200,8 @@ fn pod_traffic_through_the_pipeline_and_faults_counted() {
     let w0 = node("k8s-w0").unwrap();
     let spoofed = udp(pod_address(w0, 1), b, b"spoof");
     let spoofed_ip = &spoofed[14..];
-    let dev1 = n1.pipeline.wireguard().unwrap().clone();
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let len = match dev1
-        .lock()
-        .unwrap()
-        .encapsulate(w2.address, spoofed_ip, &mut buf)
-    {
+    let len = match n1.dev.encapsulate(w2.address, spoofed_ip, &mut buf) {
         pipeline::wireguard::Encapsulated::Data { len, .. } => len,
         r => panic!("{r:?}"),
     };

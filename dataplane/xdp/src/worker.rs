@@ -13,7 +13,7 @@ use pipeline::tables::{PortId, Tables, TablesReader};
 use pipeline::wire::Frame;
 use pipeline::wireguard::WgDevice;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Worker settings.
@@ -144,6 +144,9 @@ pub struct Worker {
     tables: TablesReader,
     shared: Arc<WorkerShared>,
     config: WorkerConfig,
+    /// The node's WireGuard device, shared by the node's workers: locked once per batch when
+    /// the tables enable WireGuard (uncontended with one worker), and lent to the pipeline.
+    wg: Option<Arc<Mutex<WgDevice>>>,
     /// Scratch for WireGuard timer datagrams and the frames they become.
     wg_scratch: Vec<u8>,
     wg_tx: Vec<(XskFrame, usize, usize)>,
@@ -188,6 +191,7 @@ impl Worker {
             tables,
             shared: Arc::new(WorkerShared::default()),
             config,
+            wg: None,
             wg_scratch: Vec::new(),
             wg_tx: Vec::new(),
         })
@@ -195,16 +199,16 @@ impl Worker {
 
     /// Shares the node's WireGuard device with this worker's pipeline (every worker of a node
     /// gets the same one; it outlives worker restarts, so sessions survive them).
-    pub fn set_wireguard(&mut self, dev: Arc<std::sync::Mutex<WgDevice>>) {
+    pub fn set_wireguard(&mut self, dev: Arc<Mutex<WgDevice>>) {
         self.wg_scratch = vec![0; pipeline::wireguard::MAX_DATAGRAM];
         self.wg_tx = Vec::with_capacity(BATCH);
-        self.pipeline.set_wireguard(dev);
+        self.wg = Some(dev);
     }
 
     /// Runs the WireGuard timers and sends what they and finished handshakes produce, as
     /// frames on the uplink. Between batches, never per packet.
     fn wireguard_poll(&mut self, tables: &Tables) {
-        let Some(dev) = self.pipeline.wireguard().cloned() else {
+        let Some(dev) = self.wg.clone() else {
             return;
         };
         let Some(&si) = self.tx_socket.get(usize::from(tables.node.uplink)) else {
@@ -338,7 +342,14 @@ impl Worker {
                             packets.push(Packet::new(f, p));
                         }
                     }
-                    self.pipeline.process(&tables, &mut packets, now_ns);
+                    match &self.wg {
+                        Some(dev) if tables.wireguard.is_some() => {
+                            let mut g = dev.lock().unwrap_or_else(|e| e.into_inner());
+                            self.pipeline
+                                .process_wireguard(&tables, &mut packets, now_ns, &mut g);
+                        }
+                        _ => self.pipeline.process(&tables, &mut packets, now_ns),
+                    }
                     results.clear();
                     results.extend(
                         packets
@@ -375,7 +386,7 @@ impl Worker {
                     sock.kick();
                 }
             }
-            if tables.wireguard.is_some() && self.pipeline.wireguard().is_some() {
+            if tables.wireguard.is_some() && self.wg.is_some() {
                 let soon = self.pipeline.take_wireguard_poll();
                 if soon || wg_last_poll.elapsed() >= pipeline::wireguard::TIMER_TICK {
                     self.wireguard_poll(&tables);

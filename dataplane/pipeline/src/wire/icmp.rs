@@ -53,6 +53,11 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
         u32::from_be_bytes([b[4], b[5], b[6], b[7]])
     }
 
+    /// An echo request's or reply's identifier (the first half of the rest of the header).
+    pub fn echo_ident(&self) -> u16 {
+        (self.rest_of_header() >> 16) as u16
+    }
+
     /// True when the checksum over the whole message verifies.
     pub fn verify_checksum(&self) -> bool {
         checksum::fold(checksum::sum(self.buffer.as_ref())) == 0xffff

@@ -66,6 +66,23 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         Ok(Ipv4Packet { buffer })
     }
 
+    /// Validates version and IHL against the buffer, but not the total length: for the header
+    /// an ICMP error quotes, whose total length still describes the whole original packet
+    /// while the quote holds only its start. Read the quoted transport header with
+    /// [`Ipv4Packet::after_header`], not [`Ipv4Packet::payload`].
+    pub fn new_quoted(buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_ref();
+        let first = *b.first().ok_or(WireError::Truncated)?;
+        let hl = usize::from(first & 0x0f) * 4;
+        if first >> 4 != 4 || hl < MIN_HEADER_LEN {
+            return Err(WireError::Malformed);
+        }
+        if b.len() < hl {
+            return Err(WireError::Truncated);
+        }
+        Ok(Ipv4Packet { buffer })
+    }
+
     pub fn into_inner(self) -> T {
         self.buffer
     }
@@ -148,6 +165,12 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
             return checksum::fold(w(0) + w(4) + w(8) + w(12) + w(16)) == 0xffff;
         }
         checksum::fold(checksum::sum(&self.b()[..self.header_len()])) == 0xffff
+    }
+
+    /// Everything in the buffer after the header (for a quoted header: the quoted start of
+    /// its payload).
+    pub fn after_header(&self) -> &[u8] {
+        &self.b()[self.header_len()..]
     }
 
     /// The payload: from the end of the header to the declared total length.

@@ -11,6 +11,7 @@ pub mod frame;
 pub mod icmp;
 pub mod ipip;
 pub mod ipv4;
+pub mod ports;
 pub mod tcp;
 pub mod udp;
 pub mod vxlan;

@@ -17,7 +17,16 @@ pub struct TcpPacket<T: AsRef<[u8]>> {
     buffer: T,
 }
 
+/// Bytes up to and including the flags byte.
+pub const FLAGS_END: usize = 14;
+
 impl<T: AsRef<[u8]>> TcpPacket<T> {
+    /// The flags of a header cut short (a first fragment, an ICMP quote), if its first
+    /// [`FLAGS_END`] bytes are present.
+    pub fn flags_of_partial(buffer: T) -> Option<u8> {
+        buffer.as_ref().get(FLAGS_END - 1).copied()
+    }
+
     /// Checks the header and its options are present and the data offset is sane (etherparse).
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
         use etherparse::err::tcp::HeaderSliceError;
