@@ -21,7 +21,7 @@ use crate::tables_file::{self, TablesFileError};
 use crate::wep;
 use anyhow::{bail, Context, Result};
 use pipeline::policy::PolicyTables;
-use pipeline::tables::{NeighborSpec, PortKind, Tables, TablesPublisher, TablesSpec};
+use pipeline::tables::{NeighborSpec, PortKind, Tables, TablesSpec};
 use pipeline::wire::MacAddr;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -29,8 +29,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use xdp::steer::{Role, Steering};
-use xdp::worker::{Worker, WorkerConfig, WorkerShared};
+use xdp::runtime::{Runtime, RuntimeConfig};
+use xdp::worker::WorkerConfig;
 
 /// The node's WireGuard device (shared by the workers and the metrics endpoint) and the
 /// public key it publishes.
@@ -265,18 +265,6 @@ fn complete_spec(spec: &mut TablesSpec, kernel: &BTreeMap<Ipv4Addr, MacAddr>) ->
         }
     }
     unresolved
-}
-
-/// Receive queues of an interface (a veth has one per CPU unless created otherwise).
-fn rx_queues(iface: &str) -> u32 {
-    std::fs::read_dir(format!("/sys/class/net/{iface}/queues"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count() as u32
-        })
-        .unwrap_or(1)
-        .max(1)
 }
 
 /// Makes the kernel resolve `hop` by sending it an empty UDP datagram (discard port).
@@ -526,168 +514,9 @@ fn compile(file_spec: TablesSpec, path: &Path, generation: u64) -> Result<Loaded
     })
 }
 
-fn local_prefixes(t: &Tables) -> Vec<pipeline::tables::Ipv4Prefix> {
-    t.routes
-        .iter()
-        .filter(|r| r.origin.starts_with("endpoint "))
-        .map(|r| r.prefix)
-        .collect()
-}
-
-/// The forwarding part: workers, their sockets and the steering programs, for one set of
-/// ports. A new set of ports (a pod added or removed) means a new `Running`.
-struct Running {
-    ports: Vec<String>,
-    publisher: TablesPublisher,
-    steering: Vec<Steering>,
-    handles: Vec<std::thread::JoinHandle<()>>,
-    shared: Vec<Arc<WorkerShared>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Running {
-    fn start(
-        tables: Tables,
-        opts: &NodeOptions,
-        instance: u64,
-        wg: Option<&WgHandle>,
-    ) -> Result<Running> {
-        let ports: Vec<String> = tables.ports.iter().map(|p| p.name.clone()).collect();
-        let wg_port = wg_steer_port(&tables, wg);
-        let node_addr = Ipv4Addr::from(tables.node.address);
-        let vxlan_port = tables.node.vxlan_port;
-        let local = local_prefixes(&tables);
-        let (publisher, reader) = TablesPublisher::new(tables);
-        // Spread every port's receive queues over the workers: worker k owns queues k, k+n, ...
-        let nworkers = opts.workers.max(1);
-        let mut port_queues: Vec<Vec<(String, Vec<u32>)>> = vec![Vec::new(); nworkers];
-        for p in &ports {
-            let q = rx_queues(p);
-            if (q as usize) < nworkers {
-                bail!("port {p} has {q} receive queue(s): run at most {q} worker(s), or give the interface more queues");
-            }
-            for (k, w) in port_queues.iter_mut().enumerate() {
-                w.push((
-                    p.clone(),
-                    (0..q).filter(|i| *i as usize % nworkers == k).collect(),
-                ));
-            }
-        }
-        let mut workers = Vec::with_capacity(nworkers);
-        for (k, pq) in port_queues.iter().enumerate() {
-            let mut cfg = opts.worker.clone();
-            cfg.core = opts.cores.get(k).copied().or(cfg.core);
-            // After a restart the kernel may still be releasing the old sockets' queues
-            // (it frees a closed socket's UMEM binding asynchronously): retry for a while.
-            let seed = u64::from(std::process::id()) << 16 | instance << 8 | k as u64;
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let mut w = loop {
-                match Worker::new(pq, reader.clone(), cfg.clone(), seed) {
-                    Err(e) if e.is_busy() && Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    r => {
-                        break r.with_context(|| {
-                            format!("cannot open the AF_XDP sockets of worker {k}")
-                        })?
-                    }
-                }
-            };
-            if let Some((dev, _)) = wg {
-                w.set_wireguard(dev.clone());
-            }
-            workers.push(w);
-        }
-        let mut steering = Vec::with_capacity(ports.len());
-        {
-            let current = publisher.current();
-            for (i, port) in current.ports.iter().enumerate() {
-                let role = match port.kind {
-                    PortKind::Uplink => Role::Uplink,
-                    PortKind::Pod => Role::Pod,
-                };
-                let mut s = Steering::attach(&port.name, role, node_addr, vxlan_port)?;
-                for w in &workers {
-                    for sock in w.port_sockets(i as u16) {
-                        s.set_socket(sock.queue(), sock.fd())?;
-                    }
-                }
-                if role == Role::Uplink {
-                    s.set_local_prefixes(&local)?;
-                    s.set_wireguard_port(wg_port)?;
-                }
-                steering.push(s);
-            }
-        }
-        let shared: Vec<Arc<WorkerShared>> = workers.iter().map(|w| w.shared()).collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut handles = Vec::with_capacity(nworkers);
-        for (k, w) in workers.into_iter().enumerate() {
-            let worker_stop = stop.clone();
-            let h = std::thread::Builder::new()
-                .name(format!("ferry-worker-{k}"))
-                .spawn(move || w.run(&worker_stop))
-                .context("cannot start a worker thread")?;
-            handles.push(h);
-        }
-        Ok(Running {
-            ports,
-            publisher,
-            steering,
-            handles,
-            shared,
-            stop,
-        })
-    }
-
-    /// Publishes new tables with the same ports.
-    fn publish(&mut self, tables: Tables, wg: Option<&WgHandle>) {
-        let local = local_prefixes(&tables);
-        let wg_port = wg_steer_port(&tables, wg);
-        for s in self.steering.iter_mut() {
-            if s.role() == Role::Uplink {
-                if let Err(e) = s
-                    .set_local_prefixes(&local)
-                    .and_then(|()| s.set_wireguard_port(wg_port))
-                {
-                    log(format!("cannot update steering on {}: {e}", s.iface()));
-                }
-            }
-        }
-        self.publisher.publish(tables);
-    }
-
-    /// Whether every worker forwards with tables of at least `generation`.
-    fn in_use(&self, generation: u64) -> bool {
-        self.shared
-            .iter()
-            .all(|w| w.tables_generation.load(Ordering::Relaxed) >= generation)
-    }
-
-    fn failed(&self) -> bool {
-        self.handles.iter().any(|h| h.is_finished())
-    }
-
-    /// Stops the workers, closes the sockets and detaches the programs.
-    fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for h in self.handles.drain(..) {
-            let _ = h.join();
-        }
-        self.steering.clear();
-    }
-
-    fn stop(mut self) {
-        self.halt();
-    }
-}
-
-/// The UDP port the uplink steers to Ferry for WireGuard (0: none).
-fn wg_steer_port(tables: &Tables, wg: Option<&WgHandle>) -> u16 {
-    match (&tables.wireguard, wg) {
-        (Some(w), Some(_)) => w.listen_port,
-        _ => 0,
-    }
+/// The node's WireGuard device, for the workers.
+fn wg_device(wg: &Option<WgHandle>) -> Option<&Arc<Mutex<pipeline::wireguard::WgDevice>>> {
+    wg.as_ref().map(|(dev, _)| dev)
 }
 
 /// Creates the WireGuard device when the tables enable WireGuard and the source is a cluster
@@ -877,7 +706,12 @@ pub fn run(opts: NodeOptions) -> Result<()> {
     let mut instance = 0u64;
     let mut wg: Option<WgHandle> = None;
     ensure_wireguard(&source, &first.tables, &mut wg, None)?;
-    let mut running = Running::start(first.tables, &opts, instance, wg.as_ref())?;
+    let runtime_config = RuntimeConfig {
+        worker: opts.worker.clone(),
+        workers: opts.workers,
+        cores: opts.cores.clone(),
+    };
+    let mut running = Runtime::start(first.tables, &runtime_config, instance, wg_device(&wg))?;
     let stop = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -886,8 +720,8 @@ pub fn run(opts: NodeOptions) -> Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .context("cannot install signal handlers")?;
     let metrics_state = Arc::new(metrics::MetricsState::new(
-        running.shared.clone(),
-        running.ports.clone(),
+        running.shared().to_vec(),
+        running.ports().to_vec(),
     ));
     if let Some((dev, _)) = &wg {
         metrics_state.set_wireguard(dev.clone());
@@ -898,8 +732,8 @@ pub fn run(opts: NodeOptions) -> Result<()> {
     }
     log(format!(
         "node {node_name} forwarding on {} ports ({}) with {} worker(s), tables generation {generation}",
-        running.ports.len(),
-        running.ports.join(", "),
+        running.ports().len(),
+        running.ports().join(", "),
         opts.workers.max(1),
     ));
 
@@ -913,7 +747,7 @@ pub fn run(opts: NodeOptions) -> Result<()> {
         std::thread::sleep(Duration::from_millis(tick));
         if running.failed() {
             stop.store(true, Ordering::Relaxed);
-            running.stop();
+            drop(running);
             bail!("a worker thread stopped unexpectedly");
         }
         if let Some((g, applied)) = pending {
@@ -1005,8 +839,10 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             }
         };
         let ports: Vec<String> = l.tables.ports.iter().map(|p| p.name.clone()).collect();
-        if ports == running.ports && !wg_new {
-            running.publish(l.tables, wg.as_ref());
+        if ports == running.ports() && !wg_new {
+            if let Err(e) = running.publish(l.tables) {
+                log(format!("cannot update steering: {e}"));
+            }
         } else if matches!(source, Spec::File { .. }) {
             log("reload refused: the set of ports changed (restart Ferry to add or remove ports); keeping the current tables");
             continue;
@@ -1019,8 +855,8 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             // The old workers must release the ports before the new ones attach.
             running.halt();
             instance += 1;
-            running = Running::start(l.tables, &opts, instance, wg.as_ref())?;
-            metrics_state.replace_dataplane(running.shared.clone(), running.ports.clone());
+            running = Runtime::start(l.tables, &runtime_config, instance, wg_device(&wg))?;
+            metrics_state.replace_dataplane(running.shared().to_vec(), running.ports().to_vec());
         }
         metrics_state.set_generation(generation);
         if let Some(t) = stamp {
@@ -1029,7 +865,7 @@ pub fn run(opts: NodeOptions) -> Result<()> {
         log(format!("tables generation {generation} published ({why})"));
     }
     log("stopping");
-    running.stop();
+    drop(running);
     log("stopped: sockets closed, XDP programs detached");
     Ok(())
 }

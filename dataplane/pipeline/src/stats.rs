@@ -1,12 +1,32 @@
 //! Per-worker counters. Verdicts on the packet path are fieldless `Copy` enums that index plain
 //! counter arrays: counting a drop is one add, never a lookup or an allocation. The node daemon
 //! publishes a worker's counters after each batch; the replay prints them as JSON.
+//!
+//! Every counter is named once, in [`counters!`]'s invocation below: the plain [`Stats`] a
+//! worker adds to, the atomic [`SharedStats`] it publishes them into for `/metrics`, merging,
+//! publishing, loading and the JSON summary all come from that one list. Drop reasons and ICMP
+//! kinds get their count, list and snake_case names from strum.
 
 use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why the pipeline dropped a packet. Each reason has its own counter and a stable snake_case
 /// name (the `reason` label in `/metrics`, the key in the replay summary).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::EnumCount,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 #[repr(u8)]
 pub enum DropReason {
     /// Ethernet or IPv4 header truncated or invalid (length, version, IHL, total length).
@@ -69,74 +89,30 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const COUNT: usize = 28;
-    pub const ALL: [DropReason; Self::COUNT] = [
-        DropReason::Malformed,
-        DropReason::BadIpChecksum,
-        DropReason::UnsupportedEthertype,
-        DropReason::UnknownPort,
-        DropReason::TtlExceeded,
-        DropReason::NoRoute,
-        DropReason::Blackhole,
-        DropReason::UnknownTunnelPeer,
-        DropReason::VxlanBadVni,
-        DropReason::VxlanMalformed,
-        DropReason::TunnelFragment,
-        DropReason::MalformedInner,
-        DropReason::MtuExceeded,
-        DropReason::NeighborUnresolved,
-        DropReason::NoHeadroom,
-        DropReason::PolicyDenied,
-        DropReason::SpoofedSource,
-        DropReason::SpoofedTunnelSource,
-        DropReason::FragmentWithoutFirst,
-        DropReason::FragmentTooSmall,
-        DropReason::ConntrackFull,
-        DropReason::WireguardNoPeer,
-        DropReason::WireguardHandshakePending,
-        DropReason::WireguardHandshakeFailed,
-        DropReason::WireguardAuthFailed,
-        DropReason::WireguardReplay,
-        DropReason::WireguardUnknown,
-        DropReason::WireguardConsumed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Malformed => "malformed",
-            DropReason::BadIpChecksum => "bad_ip_checksum",
-            DropReason::UnsupportedEthertype => "unsupported_ethertype",
-            DropReason::UnknownPort => "unknown_port",
-            DropReason::TtlExceeded => "ttl_exceeded",
-            DropReason::NoRoute => "no_route",
-            DropReason::Blackhole => "blackhole",
-            DropReason::UnknownTunnelPeer => "unknown_tunnel_peer",
-            DropReason::VxlanBadVni => "vxlan_bad_vni",
-            DropReason::VxlanMalformed => "vxlan_malformed",
-            DropReason::TunnelFragment => "tunnel_fragment",
-            DropReason::MalformedInner => "malformed_inner",
-            DropReason::MtuExceeded => "mtu_exceeded",
-            DropReason::NeighborUnresolved => "neighbor_unresolved",
-            DropReason::NoHeadroom => "no_headroom",
-            DropReason::PolicyDenied => "policy_denied",
-            DropReason::SpoofedSource => "spoofed_source",
-            DropReason::SpoofedTunnelSource => "spoofed_tunnel_source",
-            DropReason::FragmentWithoutFirst => "fragment_without_first",
-            DropReason::FragmentTooSmall => "fragment_too_small",
-            DropReason::ConntrackFull => "conntrack_full",
-            DropReason::WireguardNoPeer => "wireguard_no_peer",
-            DropReason::WireguardHandshakePending => "wireguard_handshake_pending",
-            DropReason::WireguardHandshakeFailed => "wireguard_handshake_failed",
-            DropReason::WireguardAuthFailed => "wireguard_auth_failed",
-            DropReason::WireguardReplay => "wireguard_replay",
-            DropReason::WireguardUnknown => "wireguard_unknown",
-            DropReason::WireguardConsumed => "wireguard_consumed",
+    pub const COUNT: usize = <Self as strum::EnumCount>::COUNT;
+    /// Every reason, in discriminant order.
+    pub const ALL: [DropReason; Self::COUNT] = {
+        let variants = <Self as strum::VariantArray>::VARIANTS;
+        let mut all = [DropReason::Malformed; Self::COUNT];
+        let mut i = 0;
+        while i < Self::COUNT {
+            all[i] = variants[i];
+            i += 1;
         }
+        all
+    };
+
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
 /// ICMP errors the router sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::EnumCount, strum::VariantArray, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 #[repr(u8)]
 pub enum IcmpSent {
     TimeExceeded,
@@ -144,43 +120,114 @@ pub enum IcmpSent {
 }
 
 impl IcmpSent {
-    pub const COUNT: usize = 2;
-    pub const ALL: [IcmpSent; Self::COUNT] = [IcmpSent::TimeExceeded, IcmpSent::FragNeeded];
+    pub const COUNT: usize = <Self as strum::EnumCount>::COUNT;
+    pub const ALL: [IcmpSent; Self::COUNT] = {
+        let variants = <Self as strum::VariantArray>::VARIANTS;
+        let mut all = [IcmpSent::TimeExceeded; Self::COUNT];
+        let mut i = 0;
+        while i < Self::COUNT {
+            all[i] = variants[i];
+            i += 1;
+        }
+        all
+    };
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            IcmpSent::TimeExceeded => "time_exceeded",
-            IcmpSent::FragNeeded => "frag_needed",
-        }
+        self.into()
     }
 }
 
-/// One worker's counters. Plain integers: only the owning worker writes them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    /// Handed to the kernel (ARP, the node's own traffic).
-    pub host_packets: u64,
-    pub drops: [u64; DropReason::COUNT],
-    pub icmp_sent: [u64; IcmpSent::COUNT],
-    /// ICMP errors suppressed by the rate limit.
-    pub icmp_rate_limited: u64,
-    pub decap_ipip: u64,
-    pub decap_vxlan: u64,
-    pub encap_ipip: u64,
-    pub encap_vxlan: u64,
-    pub decap_wireguard: u64,
-    pub encap_wireguard: u64,
-    pub batches: u64,
-    /// Connections tracked (new flows allowed by policy).
-    pub ct_created: u64,
-    /// Packets of tracked connections (no policy evaluation).
-    pub ct_established: u64,
-    /// Unconfirmed connections evicted to make room.
-    pub ct_early_dropped: u64,
+/// Defines the scalar counters once: [`Stats`], [`SharedStats`], and the code that moves
+/// numbers between them.
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// A worker's counters (plain integers: the worker alone writes them).
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct Stats {
+            $($(#[$doc])* pub $name: u64,)*
+            /// Per [`DropReason`], indexed by its discriminant.
+            pub drops: [u64; DropReason::COUNT],
+            /// Per [`IcmpSent`].
+            pub icmp_sent: [u64; IcmpSent::COUNT],
+        }
+
+        /// A worker's counters as it last published them (written by the worker only, read by
+        /// the metrics server).
+        #[derive(Debug, Default)]
+        pub struct SharedStats {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+            pub drops: [AtomicU64; DropReason::COUNT],
+            pub icmp_sent: [AtomicU64; IcmpSent::COUNT],
+        }
+
+        impl Stats {
+            /// Adds another worker's counters.
+            pub fn merge(&mut self, o: &Stats) {
+                $(self.$name += o.$name;)*
+                for (a, b) in self.drops.iter_mut().zip(o.drops) {
+                    *a += b;
+                }
+                for (a, b) in self.icmp_sent.iter_mut().zip(o.icmp_sent) {
+                    *a += b;
+                }
+            }
+
+            /// The scalar counters by name, in declaration order.
+            pub fn scalars(&self) -> [(&'static str, u64); counters!(@count $($name)*)] {
+                [$((stringify!($name), self.$name),)*]
+            }
+        }
+
+        impl SharedStats {
+            /// Stores a worker's counters (relaxed: each is a statistic on its own).
+            pub fn publish(&self, s: &Stats) {
+                let r = Ordering::Relaxed;
+                $(self.$name.store(s.$name, r);)*
+                for (a, v) in self.drops.iter().zip(s.drops) {
+                    a.store(v, r);
+                }
+                for (a, v) in self.icmp_sent.iter().zip(s.icmp_sent) {
+                    a.store(v, r);
+                }
+            }
+
+            /// The counters last published.
+            pub fn load(&self) -> Stats {
+                let r = Ordering::Relaxed;
+                Stats {
+                    $($name: self.$name.load(r),)*
+                    drops: std::array::from_fn(|i| self.drops[i].load(r)),
+                    icmp_sent: std::array::from_fn(|i| self.icmp_sent[i].load(r)),
+                }
+            }
+        }
+    };
+    (@count) => { 0 };
+    (@count $head:ident $($tail:ident)*) => { 1 + counters!(@count $($tail)*) };
+}
+
+counters! {
+    rx_packets,
+    rx_bytes,
+    tx_packets,
+    tx_bytes,
+    /// Frames given to the kernel (ARP, the node's own traffic).
+    host_packets,
+    /// ICMP errors not sent because of the rate limit.
+    icmp_rate_limited,
+    decap_ipip,
+    decap_vxlan,
+    encap_ipip,
+    encap_vxlan,
+    decap_wireguard,
+    encap_wireguard,
+    batches,
+    /// Connections the police stage started tracking.
+    ct_created,
+    /// Packets of tracked connections (or ICMP errors about them) let through by conntrack.
+    ct_established,
+    /// Tracked connections evicted early to make room.
+    ct_early_dropped,
 }
 
 impl Stats {
@@ -201,39 +248,11 @@ impl Stats {
         self.icmp_sent[k as usize]
     }
 
-    /// Adds another worker's counters (for node-wide totals).
-    pub fn merge(&mut self, o: &Stats) {
-        self.rx_packets += o.rx_packets;
-        self.rx_bytes += o.rx_bytes;
-        self.tx_packets += o.tx_packets;
-        self.tx_bytes += o.tx_bytes;
-        self.host_packets += o.host_packets;
-        for (a, b) in self.drops.iter_mut().zip(o.drops) {
-            *a += b;
-        }
-        for (a, b) in self.icmp_sent.iter_mut().zip(o.icmp_sent) {
-            *a += b;
-        }
-        self.icmp_rate_limited += o.icmp_rate_limited;
-        self.decap_ipip += o.decap_ipip;
-        self.decap_vxlan += o.decap_vxlan;
-        self.encap_ipip += o.encap_ipip;
-        self.encap_vxlan += o.encap_vxlan;
-        self.decap_wireguard += o.decap_wireguard;
-        self.encap_wireguard += o.encap_wireguard;
-        self.batches += o.batches;
-        self.ct_created += o.ct_created;
-        self.ct_established += o.ct_established;
-        self.ct_early_dropped += o.ct_early_dropped;
-    }
-
     /// A serialisable summary with named drop reasons (zero counters left out).
     pub fn summary(&self) -> StatsSummary {
         StatsSummary {
-            rx_packets: self.rx_packets,
-            tx_packets: self.tx_packets,
-            host_packets: self.host_packets,
             dropped_packets: self.total_drops(),
+            counters: self.scalars().into_iter().collect(),
             drops: DropReason::ALL
                 .iter()
                 .filter(|r| self.dropped(**r) > 0)
@@ -244,33 +263,19 @@ impl Stats {
                 .filter(|k| self.icmp(**k) > 0)
                 .map(|k| (k.as_str().to_string(), self.icmp(*k)))
                 .collect(),
-            icmp_rate_limited: self.icmp_rate_limited,
-            decap_ipip: self.decap_ipip,
-            decap_vxlan: self.decap_vxlan,
-            encap_ipip: self.encap_ipip,
-            encap_vxlan: self.encap_vxlan,
-            ct_created: self.ct_created,
-            ct_established: self.ct_established,
         }
     }
 }
 
-/// [`Stats`] with names, for JSON output.
+/// [`Stats`] with names, for JSON output: every scalar counter by its name, the total of
+/// drops, and the non-zero drop reasons and ICMP errors.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatsSummary {
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-    pub host_packets: u64,
+    #[serde(flatten)]
+    pub counters: BTreeMap<&'static str, u64>,
     pub dropped_packets: u64,
-    pub drops: std::collections::BTreeMap<String, u64>,
-    pub icmp_sent: std::collections::BTreeMap<String, u64>,
-    pub icmp_rate_limited: u64,
-    pub decap_ipip: u64,
-    pub decap_vxlan: u64,
-    pub encap_ipip: u64,
-    pub encap_vxlan: u64,
-    pub ct_created: u64,
-    pub ct_established: u64,
+    pub drops: BTreeMap<String, u64>,
+    pub icmp_sent: BTreeMap<String, u64>,
 }
 
 #[cfg(test)]
@@ -289,6 +294,31 @@ mod tests {
     }
 
     #[test]
+    fn published_counters_load_back_equal() {
+        let mut a = Stats {
+            rx_packets: 7,
+            ct_early_dropped: 2,
+            ..Stats::default()
+        };
+        a.drop(DropReason::WireguardConsumed);
+        a.icmp_sent[IcmpSent::FragNeeded as usize] = 4;
+        let shared = SharedStats::default();
+        shared.publish(&a);
+        assert_eq!(shared.load(), a);
+    }
+
+    #[test]
+    fn names_are_the_documented_ones() {
+        assert_eq!(DropReason::BadIpChecksum.as_str(), "bad_ip_checksum");
+        assert_eq!(
+            DropReason::WireguardHandshakePending.as_str(),
+            "wireguard_handshake_pending"
+        );
+        assert_eq!(IcmpSent::FragNeeded.as_str(), "frag_needed");
+        assert_eq!(DropReason::COUNT, 28);
+    }
+
+    #[test]
     fn merge_and_summary() {
         let mut a = Stats::default();
         a.drop(DropReason::NoRoute);
@@ -300,6 +330,7 @@ mod tests {
         assert_eq!(a.dropped(DropReason::NoRoute), 2);
         let s = a.summary();
         assert_eq!(s.dropped_packets, 3);
+        assert_eq!(s.counters.get("rx_packets"), Some(&3));
         assert_eq!(s.drops.get("ttl_exceeded"), Some(&1));
         assert!(!s.drops.contains_key("malformed"));
     }

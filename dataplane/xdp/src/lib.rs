@@ -10,6 +10,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod runtime;
 pub mod steer;
 pub mod worker;
 // The one module that talks to the kernel's AF_XDP rings; every block carries a SAFETY note.

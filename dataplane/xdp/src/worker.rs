@@ -8,7 +8,7 @@
 
 use crate::xsk::{self, RingSizes, Umem, XskError, XskFrame, XskSocket};
 use pipeline::pipeline::{Packet, Pipeline, Verdict, BATCH};
-use pipeline::stats::{DropReason, IcmpSent, Stats};
+use pipeline::stats::{SharedStats, Stats};
 use pipeline::tables::{PortId, Tables, TablesReader};
 use pipeline::wire::Frame;
 use pipeline::wireguard::WgDevice;
@@ -55,65 +55,35 @@ pub const BATCH_BUCKETS: usize = 7;
 /// Upper bounds of the batch-size buckets, for Prometheus `le` labels.
 pub const BATCH_BUCKET_LE: [u32; BATCH_BUCKETS] = [1, 3, 7, 15, 31, 63, 64];
 
-/// Counters one worker publishes (written by the worker only, read by the metrics server).
+/// Counters one worker publishes (written by the worker only, read by the metrics server):
+/// the pipeline's [`SharedStats`] (reachable directly through `Deref`) and the worker's own.
 #[derive(Default)]
 pub struct WorkerShared {
-    pub rx_packets: AtomicU64,
-    pub rx_bytes: AtomicU64,
-    pub tx_packets: AtomicU64,
-    pub tx_bytes: AtomicU64,
-    pub host_packets: AtomicU64,
-    pub drops: [AtomicU64; DropReason::COUNT],
-    pub icmp_sent: [AtomicU64; IcmpSent::COUNT],
-    pub icmp_rate_limited: AtomicU64,
-    pub encap_ipip: AtomicU64,
-    pub encap_vxlan: AtomicU64,
-    pub decap_ipip: AtomicU64,
-    pub decap_vxlan: AtomicU64,
-    pub encap_wireguard: AtomicU64,
-    pub decap_wireguard: AtomicU64,
+    pub stats: SharedStats,
     /// Frames the tx ring had no room for (dropped).
     pub tx_ring_full: AtomicU64,
     /// Frames the pipeline gave to the host although the steering program should have passed
     /// them to the kernel itself (dropped: AF_XDP cannot hand a frame to the stack).
     pub host_unsteered: AtomicU64,
-    pub batches: AtomicU64,
     pub batch_sizes: [AtomicU64; BATCH_BUCKETS],
     pub tables_generation: AtomicU64,
     pub idle_sleeps: AtomicU64,
-    pub ct_created: AtomicU64,
-    pub ct_established: AtomicU64,
-    pub ct_early_dropped: AtomicU64,
     /// Per-rule policy counters of the tables generation `.0` (see
     /// [`pipeline::pipeline::Pipeline::rule_hits`]), copied from the worker now and then.
     pub rule_hits: std::sync::Mutex<(u64, Vec<u64>)>,
 }
 
+impl std::ops::Deref for WorkerShared {
+    type Target = SharedStats;
+
+    fn deref(&self) -> &SharedStats {
+        &self.stats
+    }
+}
+
 impl WorkerShared {
     fn publish(&self, s: &Stats) {
-        let r = Ordering::Relaxed;
-        self.rx_packets.store(s.rx_packets, r);
-        self.rx_bytes.store(s.rx_bytes, r);
-        self.tx_packets.store(s.tx_packets, r);
-        self.tx_bytes.store(s.tx_bytes, r);
-        self.host_packets.store(s.host_packets, r);
-        for (a, v) in self.drops.iter().zip(s.drops) {
-            a.store(v, r);
-        }
-        for (a, v) in self.icmp_sent.iter().zip(s.icmp_sent) {
-            a.store(v, r);
-        }
-        self.icmp_rate_limited.store(s.icmp_rate_limited, r);
-        self.encap_ipip.store(s.encap_ipip, r);
-        self.encap_vxlan.store(s.encap_vxlan, r);
-        self.decap_ipip.store(s.decap_ipip, r);
-        self.decap_vxlan.store(s.decap_vxlan, r);
-        self.encap_wireguard.store(s.encap_wireguard, r);
-        self.decap_wireguard.store(s.decap_wireguard, r);
-        self.batches.store(s.batches, r);
-        self.ct_created.store(s.ct_created, r);
-        self.ct_established.store(s.ct_established, r);
-        self.ct_early_dropped.store(s.ct_early_dropped, r);
+        self.stats.publish(s);
     }
 
     /// Copies the pipeline's per-rule counters if the reader is not holding them (never
