@@ -1,5 +1,10 @@
 //! Ferry's control plane. Today: loading forwarding tables from their text form and the offline
 //! pcap replay of the pipeline; the control-plane issue adds cluster sources, IPAM and the CNI.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
+// Used only by the binaries; named here so that the lint above checks every other dependency.
+use clap as _;
 
 pub mod cni;
 pub mod compile;

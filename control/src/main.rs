@@ -1,4 +1,5 @@
 //! `ferry`: Ferry's command line.
+#![forbid(unsafe_code)]
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};

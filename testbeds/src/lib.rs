@@ -18,6 +18,11 @@
 //! namespaces, links, routes, and the `ip` batches that build them), [`Lab`] (up, down, exec,
 //! spawn, capture, status), [`process`] (guarded child processes), [`tables`] (each node's
 //! forwarding tables for Ferry, derived from the topology).
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
+// Used only by the binaries; named here so that the lint above checks every other dependency.
+use anyhow as _;
+use clap as _;
 
 pub mod bench;
 pub mod ferry;

@@ -1,5 +1,6 @@
 //! `ferry-cni`: Ferry's CNI plugin. The container runtime runs it with `CNI_*` variables and the
 //! network configuration on stdin; see `control::cni` and docs/cni.md.
+#![forbid(unsafe_code)]
 
 use std::io::Read;
 use std::process::ExitCode;

@@ -9,10 +9,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use testbeds::{Lab, LabChild, Topology, UpOptions};
 
-pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
-pub const CNI: &str = env!("CARGO_BIN_EXE_ferry-cni");
+pub(crate) const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+pub(crate) const CNI: &str = env!("CARGO_BIN_EXE_ferry-cni");
 
-pub fn runnable() -> bool {
+pub(crate) fn runnable() -> bool {
     match testbeds::can_run() {
         Ok(()) => true,
         Err(e) if std::env::var_os("FERRY_LAB_SKIP").is_some_and(|v| v != "0") => {
@@ -26,7 +26,7 @@ pub fn runnable() -> bool {
 }
 
 /// The study lab's nodes, subnets and router, without pods: pods come from ferry-cni.
-pub fn topology() -> Topology {
+pub(crate) fn topology() -> Topology {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../testbeds/topologies/study.toml"
@@ -37,7 +37,7 @@ pub fn topology() -> Topology {
 }
 
 /// Removes what the test made outside the lab: pod namespaces, servers, directories.
-pub struct Guard {
+pub(crate) struct Guard {
     pub netns: Vec<String>,
     pub children: Vec<Child>,
     pub dirs: Vec<PathBuf>,
@@ -58,11 +58,11 @@ impl Drop for Guard {
     }
 }
 
-pub fn ferry(args: &[&str]) -> Output {
+pub(crate) fn ferry(args: &[&str]) -> Output {
     Command::new(FERRY).args(args).output().expect("run ferry")
 }
 
-pub fn ok(out: &Output, what: &str) -> String {
+pub(crate) fn ok(out: &Output, what: &str) -> String {
     assert!(
         out.status.success(),
         "{what} failed: {}{}",
@@ -73,7 +73,7 @@ pub fn ok(out: &Output, what: &str) -> String {
 }
 
 /// The Node objects of the lab, with Calico's address annotation.
-pub fn nodes_yaml(topo: &Topology) -> String {
+pub(crate) fn nodes_yaml(topo: &Topology) -> String {
     let mut y = String::new();
     for n in topo.nodes() {
         y.push_str(&format!(
@@ -85,7 +85,7 @@ pub fn nodes_yaml(topo: &Topology) -> String {
 }
 
 /// `ferry-cni` run in `node`'s namespace as a runtime runs it.
-pub fn cni(
+pub(crate) fn cni(
     lab: &Lab,
     node: &str,
     command: &str,
@@ -118,7 +118,7 @@ pub fn cni(
 
 /// A pod as a kubelet makes one: its namespace (removed by `guard`, loopback up, as a runtime
 /// leaves it), then `ferry-cni ADD` on `node`. Returns the pod's address from the CNI result.
-pub fn add_pod(
+pub(crate) fn add_pod(
     lab: &Lab,
     guard: &mut Guard,
     node: &str,
@@ -150,7 +150,7 @@ pub fn add_pod(
 }
 
 /// Starts `ferry node run --manifests` on each node and waits until every one forwards.
-pub fn start_daemons<'a>(
+pub(crate) fn start_daemons<'a>(
     lab: &Lab,
     nodes: &[&'a str],
     manifests: &str,
@@ -195,7 +195,7 @@ pub fn start_daemons<'a>(
 }
 
 /// A node daemon's metrics text.
-pub fn metrics(lab: &Lab, node: &str) -> String {
+pub(crate) fn metrics(lab: &Lab, node: &str) -> String {
     lab.exec_ok(
         node,
         [
@@ -208,7 +208,7 @@ pub fn metrics(lab: &Lab, node: &str) -> String {
 }
 
 /// The value of one un-labelled-or-labelled metric line's first match, if any.
-pub fn metric(text: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .filter(|l| l.starts_with(name))
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
@@ -217,7 +217,7 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
 /// A cluster lab: the study lab's nodes and router, a manifest directory (with the Node
 /// objects) and a state directory, and a guard for what the test adds. Fields drop in order:
 /// the guard (pods, servers, directories) before the lab.
-pub struct ClusterLab {
+pub(crate) struct ClusterLab {
     pub guard: Guard,
     pub lab: Lab,
     pub topo: Topology,
@@ -229,7 +229,7 @@ pub struct ClusterLab {
 impl ClusterLab {
     /// Brings the lab up under a unique id made from `tag`; `None` when labs cannot run here
     /// and FERRY_LAB_SKIP says to skip.
-    pub fn up(tag: &str) -> Option<ClusterLab> {
+    pub(crate) fn up(tag: &str) -> Option<ClusterLab> {
         if !runnable() {
             return None;
         }
@@ -262,7 +262,7 @@ impl ClusterLab {
     }
 
     /// The manifest and state directories as `&str` for command lines.
-    pub fn dirs(&self) -> (String, String) {
+    pub(crate) fn dirs(&self) -> (String, String) {
         (
             self.manifests.to_str().expect("utf-8").to_string(),
             self.state.to_str().expect("utf-8").to_string(),

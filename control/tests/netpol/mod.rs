@@ -11,18 +11,18 @@
 
 use std::collections::BTreeMap;
 
-pub const NAMESPACES: [&str; 3] = ["x", "y", "z"];
-pub const PODS: [&str; 3] = ["a", "b", "c"];
+pub(crate) const NAMESPACES: [&str; 3] = ["x", "y", "z"];
+pub(crate) const PODS: [&str; 3] = ["a", "b", "c"];
 
 /// The address of pod `ns/pod`: 10.0.{1,2,3}.{1,2,3}.
-pub fn pod_ip(ns: &str, pod: &str) -> String {
+pub(crate) fn pod_ip(ns: &str, pod: &str) -> String {
     let n = NAMESPACES.iter().position(|x| *x == ns).expect("namespace") + 1;
     let p = PODS.iter().position(|x| *x == pod).expect("pod") + 1;
     format!("10.0.{n}.{p}")
 }
 
 /// Namespaces and pods of every case.
-pub fn cluster_yaml() -> String {
+pub(crate) fn cluster_yaml() -> String {
     let mut s = String::new();
     for ns in NAMESPACES {
         s += &format!(
@@ -49,7 +49,7 @@ pub fn cluster_yaml() -> String {
 
 /// The expected reachability for one port: every (from, to) pod pair.
 #[derive(Debug, Clone)]
-pub struct Reachability {
+pub(crate) struct Reachability {
     pub port: u16,
     pub protocol: &'static str,
     pub expected: BTreeMap<(String, String), bool>,
@@ -71,7 +71,7 @@ fn matches(pattern: &str, pod: &str) -> bool {
 
 impl Reachability {
     /// Every pair `default`.
-    pub fn new(port: u16, protocol: &'static str, default: bool) -> Self {
+    pub(crate) fn new(port: u16, protocol: &'static str, default: bool) -> Self {
         let mut expected = BTreeMap::new();
         for f in all_pods() {
             for t in all_pods() {
@@ -87,7 +87,7 @@ impl Reachability {
 
     /// Sets every pair whose source matches `from` and destination matches `to` (patterns:
     /// `*`, `x/*`, `*/a`, `x/a`). Later calls override earlier ones.
-    pub fn expect(mut self, from: &str, to: &str, allowed: bool) -> Self {
+    pub(crate) fn expect(mut self, from: &str, to: &str, allowed: bool) -> Self {
         for ((f, t), v) in self.expected.iter_mut() {
             if matches(from, f) && matches(to, t) {
                 *v = allowed;
@@ -97,7 +97,7 @@ impl Reachability {
     }
 
     /// The table with loopback allowed.
-    pub fn with_loopback(&self) -> BTreeMap<(String, String), bool> {
+    pub(crate) fn with_loopback(&self) -> BTreeMap<(String, String), bool> {
         let mut m = self.expected.clone();
         for ((f, t), v) in m.iter_mut() {
             if f == t {
@@ -110,7 +110,7 @@ impl Reachability {
 
 /// One case.
 #[derive(Debug, Clone)]
-pub struct Case {
+pub(crate) struct Case {
     pub name: &'static str,
     /// The upstream e2e test it is modelled on (or what it checks).
     pub about: &'static str,
@@ -140,7 +140,7 @@ fn gnp(name: &str, spec: &str) -> String {
 }
 
 /// The study's three policies (control/tests/manifests/study/05-policies.yaml), in namespace x.
-pub fn study_policy(name: &str) -> String {
+pub(crate) fn study_policy(name: &str) -> String {
     let text = include_str!("../manifests/study/05-policies.yaml");
     let doc = text
         .split("---")
@@ -154,7 +154,7 @@ pub fn study_policy(name: &str) -> String {
 
 const A: &str = "podSelector: {matchLabels: {pod: a}}";
 
-pub fn cases() -> Vec<Case> {
+pub(crate) fn cases() -> Vec<Case> {
     vec![
         Case {
             name: "no-policy",

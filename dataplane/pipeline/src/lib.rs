@@ -20,6 +20,7 @@
 //! What may not live here: I/O of any kind (sockets, files, threads, clocks: the caller passes
 //! `now_ns`), locks, `unsafe`, or anything needing a C toolchain. The AF_XDP side is the `xdp`
 //! crate; the study lab's topology is the `study` crate.
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
 
 pub mod conntrack;

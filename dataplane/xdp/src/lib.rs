@@ -7,7 +7,7 @@
 //! [`worker`] (the poll loop: rx batch → `pipeline` → tx per port).
 //! What may not: packet logic. Every decision about a frame is the `pipeline` crate's, so that
 //! `ferry replay` and the pipeline tests run the same code without privileges or clang.
-
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![deny(unsafe_code)]
 
 pub mod runtime;

@@ -3,6 +3,7 @@
 //! 172.16.0.0/16 in /26 blocks, two pods on each worker. Tests, benches and `docs/examples/`
 //! use it, so they all agree on one topology. MACs are derived from addresses so that a capture
 //! can be read at a glance: `02:00:<ip>` for interfaces, `66:00:<ip>` for VTEPs.
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
 
 use pipeline::tables::*;
