@@ -61,12 +61,6 @@ struct Dataplane {
     wireguard: Mutex<Option<Arc<Mutex<dataplane::wireguard::WgDevice>>>>,
 }
 
-impl std::fmt::Debug for MetricsState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricsState").finish_non_exhaustive()
-    }
-}
-
 // prometheus-client's `Collector` asks for `Debug`.
 impl std::fmt::Debug for Dataplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,24 +83,20 @@ impl MetricsState {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(source.clone()));
         // The registry adds the period after each help text.
+        let help = "Latest tables generation published";
         registry.register(
             "ferry_tables_published_generation",
-            "Latest tables generation published",
+            help,
             generation.clone(),
         );
-        registry.register(
-            "ferry_dataplane_restarts",
-            "Dataplane restarts for a new set of ports (pods added or removed)",
-            restarts.clone(),
-        );
-        registry.register(
-            "ferry_apply_to_dataplane_seconds",
-            "Time from a change being applied to every worker forwarding with it",
-            apply.clone(),
-        );
+        let help = "Dataplane restarts for a new set of ports (pods added or removed)";
+        registry.register("ferry_dataplane_restarts", help, restarts.clone());
+        let help = "Time from a change being applied to every worker forwarding with it";
+        registry.register("ferry_apply_to_dataplane_seconds", help, apply.clone());
+        let help = "The latest apply-to-dataplane time";
         registry.register(
             "ferry_apply_to_dataplane_last_seconds",
-            "The latest apply-to-dataplane time",
+            help,
             apply_last.clone(),
         );
         MetricsState {
@@ -169,20 +159,19 @@ fn openmetrics_to_text(om: &str) -> String {
         .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
         .collect();
     let mut o = String::with_capacity(om.len() + 64 * counters.len());
-    for line in om.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let head = ["# HELP ", "# TYPE "]
+    for line in om
+        .lines()
+        .filter(|l| *l != "# EOF" && !l.starts_with("# UNIT "))
+    {
+        let named = ["# HELP ", "# TYPE "]
             .into_iter()
-            .find(|h| line.starts_with(h));
-        match head.and_then(|h| Some((h, line[h.len()..].split_once(' ')?))) {
-            Some((h, (name, rest))) if counters.contains(name) => {
-                let _ = writeln!(o, "{h}{name}_total {rest}");
+            .find_map(|h| Some((h, line.strip_prefix(h)?.split_once(' ')?)));
+        match named {
+            Some((head, (name, rest))) if counters.contains(name) => {
+                let _ = writeln!(o, "{head}{name}_total {rest}");
             }
             _ => {
-                o.push_str(line);
-                o.push('\n');
+                let _ = writeln!(o, "{line}");
             }
         }
     }
@@ -223,186 +212,133 @@ fn n(v: impl std::fmt::Display) -> Esc<'static> {
 
 type Labels<'a> = Vec<(&'static str, Esc<'a>)>;
 
+/// The per-worker counters: sample name, help, the worker's published atomic.
+type Field = fn(&WorkerShared) -> &AtomicU64;
+#[rustfmt::skip]
+const WORKER_COUNTERS: [(&str, &str, Field); 13] = [
+    ("ferry_rx_packets_total", "Frames received from AF_XDP sockets.", |w| &w.rx_packets),
+    ("ferry_rx_bytes_total", "Bytes received from AF_XDP sockets.", |w| &w.rx_bytes),
+    ("ferry_tx_packets_total", "Frames the pipeline transmitted.", |w| &w.tx_packets),
+    ("ferry_tx_bytes_total", "Bytes the pipeline transmitted.", |w| &w.tx_bytes),
+    ("ferry_host_packets_total", "Frames the pipeline handed to the host.", |w| &w.host_packets),
+    ("ferry_tx_ring_full_total", "Frames dropped because a tx ring was full.", |w| &w.tx_ring_full),
+    ("ferry_host_unsteered_total", "Frames for the host that reached Ferry (dropped).", |w| &w.host_unsteered),
+    ("ferry_batches_total", "Batches processed.", |w| &w.batches),
+    ("ferry_icmp_rate_limited_total", "ICMP errors suppressed by the rate limit.", |w| &w.icmp_rate_limited),
+    ("ferry_idle_sleeps_total", "Times a worker slept in poll(2) for lack of traffic.", |w| &w.idle_sleeps),
+    ("ferry_conntrack_created_total", "Connections tracked (allowed new flows).", |w| &w.ct_created),
+    ("ferry_conntrack_established_packets_total", "Packets of tracked connections, passed without policy evaluation.", |w| &w.ct_established),
+    ("ferry_conntrack_early_dropped_total", "Unconfirmed connections evicted from a full table window.", |w| &w.ct_early_dropped),
+];
+
+/// `ferry_tunnel_packets_total`'s direction and tunnel labels.
+#[rustfmt::skip]
+const TUNNELS: [(&str, &str, Field); 6] = [
+    ("encap", "ipip", |w| &w.encap_ipip), ("encap", "vxlan", |w| &w.encap_vxlan),
+    ("decap", "ipip", |w| &w.decap_ipip), ("decap", "vxlan", |w| &w.decap_vxlan),
+    ("encap", "wireguard", |w| &w.encap_wireguard), ("decap", "wireguard", |w| &w.decap_wireguard),
+];
+
 /// One family: its descriptor, then one sample per label set. `name` is the sample name
 /// (`…_total` for a counter; prometheus-client appends the suffix to the family name itself).
 fn family<'a>(
     enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    kind: MetricType,
+    (name, help, kind): (&str, &str, MetricType),
     samples: impl IntoIterator<Item = (Labels<'a>, u64)>,
 ) -> std::fmt::Result {
-    let family = match kind {
-        MetricType::Counter => name.strip_suffix("_total").unwrap_or(name),
-        _ => name,
-    };
+    let counter = matches!(kind, MetricType::Counter);
+    let family = name
+        .strip_suffix("_total")
+        .filter(|_| counter)
+        .unwrap_or(name);
     let mut m = enc.encode_descriptor(family, help, None, kind)?;
     for (labels, v) in samples {
         let e = m.encode_family(&labels)?;
-        match kind {
-            MetricType::Counter => ConstCounter::new(v).encode(e)?,
-            _ => ConstGauge::new(v).encode(e)?,
+        match counter {
+            true => ConstCounter::new(v).encode(e)?,
+            false => ConstGauge::new(v).encode(e)?,
         }
     }
     Ok(())
 }
 
-/// A family of one sample without labels.
-fn single(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
-    let family = name.strip_suffix("_total").unwrap_or(name);
-    ConstCounter::new(v).encode(enc.encode_descriptor(family, help, None, MetricType::Counter)?)
-}
+const COUNTER: MetricType = MetricType::Counter;
+const GAUGE: MetricType = MetricType::Gauge;
 
 impl Collector for Dataplane {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let guard = lock(&self.workers);
         let (workers, ports) = (&guard.0, &guard.1);
         let r = Ordering::Relaxed;
-        let per_worker = |get: &dyn Fn(&WorkerShared) -> u64| -> Vec<(Labels, u64)> {
-            workers
-                .iter()
-                .enumerate()
-                .map(|(i, w)| (vec![("worker", n(i))], get(w)))
-                .collect()
-        };
-        type Get = fn(&WorkerShared) -> u64;
-        let counters: [(&str, &str, Get); 10] = [
-            (
-                "ferry_rx_packets_total",
-                "Frames received from AF_XDP sockets.",
-                |w| w.rx_packets.load(Ordering::Relaxed),
-            ),
-            (
-                "ferry_rx_bytes_total",
-                "Bytes received from AF_XDP sockets.",
-                |w| w.rx_bytes.load(Ordering::Relaxed),
-            ),
-            (
-                "ferry_tx_packets_total",
-                "Frames the pipeline transmitted.",
-                |w| w.tx_packets.load(Ordering::Relaxed),
-            ),
-            (
-                "ferry_tx_bytes_total",
-                "Bytes the pipeline transmitted.",
-                |w| w.tx_bytes.load(Ordering::Relaxed),
-            ),
-            (
-                "ferry_host_packets_total",
-                "Frames the pipeline handed to the host.",
-                |w| w.host_packets.load(Ordering::Relaxed),
-            ),
-            (
-                "ferry_tx_ring_full_total",
-                "Frames dropped because a tx ring was full.",
-                |w| w.tx_ring_full.load(Ordering::Relaxed),
-            ),
-            (
-                "ferry_host_unsteered_total",
-                "Frames for the host that reached Ferry (dropped).",
-                |w| w.host_unsteered.load(Ordering::Relaxed),
-            ),
-            ("ferry_batches_total", "Batches processed.", |w| {
-                w.batches.load(Ordering::Relaxed)
-            }),
-            (
-                "ferry_icmp_rate_limited_total",
-                "ICMP errors suppressed by the rate limit.",
-                |w| w.icmp_rate_limited.load(Ordering::Relaxed),
-            ),
-            (
-                "ferry_idle_sleeps_total",
-                "Times a worker slept in poll(2) for lack of traffic.",
-                |w| w.idle_sleeps.load(Ordering::Relaxed),
-            ),
-        ];
-        for (name, help, get) in counters {
-            family(&mut enc, name, help, MetricType::Counter, per_worker(&get))?;
+        let each = || workers.iter().enumerate().map(|(i, w)| (n(i), &**w));
+        for (name, help, field) in WORKER_COUNTERS {
+            let samples = each().map(|(i, w)| (vec![("worker", i)], field(w).load(r)));
+            family(&mut enc, (name, help, COUNTER), samples)?;
         }
+        let drops = each().flat_map(|(i, w)| {
+            DropReason::ALL.into_iter().map(move |d| {
+                let labels = vec![("worker", i.clone()), ("reason", s(d.as_str()))];
+                (labels, w.drops[d as usize].load(r))
+            })
+        });
         family(
             &mut enc,
-            "ferry_drops_total",
-            "Packets dropped, by reason.",
-            MetricType::Counter,
-            workers.iter().enumerate().flat_map(|(i, w)| {
-                DropReason::ALL.into_iter().map(move |reason| {
-                    (
-                        vec![("worker", n(i)), ("reason", s(reason.as_str()))],
-                        w.drops[reason as usize].load(r),
-                    )
-                })
-            }),
+            ("ferry_drops_total", "Packets dropped, by reason.", COUNTER),
+            drops,
         )?;
+        let icmp = each().flat_map(|(i, w)| {
+            IcmpSent::ALL.into_iter().map(move |k| {
+                let labels = vec![("worker", i.clone()), ("type", s(k.as_str()))];
+                (labels, w.icmp_sent[k as usize].load(r))
+            })
+        });
         family(
             &mut enc,
-            "ferry_icmp_sent_total",
-            "ICMP errors sent.",
-            MetricType::Counter,
-            workers.iter().enumerate().flat_map(|(i, w)| {
-                IcmpSent::ALL.into_iter().map(move |k| {
-                    (
-                        vec![("worker", n(i)), ("type", s(k.as_str()))],
-                        w.icmp_sent[k as usize].load(r),
-                    )
-                })
-            }),
+            ("ferry_icmp_sent_total", "ICMP errors sent.", COUNTER),
+            icmp,
         )?;
+        let tunnels = each().flat_map(|(i, w)| {
+            TUNNELS.into_iter().map(move |(dir, tun, field)| {
+                let labels = vec![
+                    ("worker", i.clone()),
+                    ("direction", s(dir)),
+                    ("tunnel", s(tun)),
+                ];
+                (labels, field(w).load(r))
+            })
+        });
+        let help = "Packets encapsulated and decapsulated.";
         family(
             &mut enc,
-            "ferry_tunnel_packets_total",
-            "Packets encapsulated and decapsulated.",
-            MetricType::Counter,
-            workers.iter().enumerate().flat_map(|(i, w)| {
-                [
-                    ("encap", "ipip", &w.encap_ipip),
-                    ("encap", "vxlan", &w.encap_vxlan),
-                    ("decap", "ipip", &w.decap_ipip),
-                    ("decap", "vxlan", &w.decap_vxlan),
-                    ("encap", "wireguard", &w.encap_wireguard),
-                    ("decap", "wireguard", &w.decap_wireguard),
-                ]
-                .into_iter()
-                .map(move |(dir, tun, v)| {
-                    (
-                        vec![("worker", n(i)), ("direction", s(dir)), ("tunnel", s(tun))],
-                        v.load(r),
-                    )
-                })
-            }),
+            ("ferry_tunnel_packets_total", help, COUNTER),
+            tunnels,
         )?;
         // Frames per batch: the workers count batches per size bucket; the sum of the sizes is
         // the frames received.
-        let mut m = enc.encode_descriptor(
-            "ferry_batch_size",
-            "Frames per received batch.",
-            None,
-            MetricType::Histogram,
-        )?;
-        for (i, w) in workers.iter().enumerate() {
-            let mut buckets: Vec<(f64, u64)> = w
-                .batch_sizes
-                .iter()
-                .zip(BATCH_BUCKET_LE)
+        let help = "Frames per received batch.";
+        let mut m = enc.encode_descriptor("ferry_batch_size", help, None, MetricType::Histogram)?;
+        for (i, w) in each() {
+            let mut buckets: Vec<(f64, u64)> = (w.batch_sizes.iter().zip(BATCH_BUCKET_LE))
                 .map(|(c, le)| (f64::from(le), c.load(r)))
                 .collect();
             let count = buckets.iter().map(|b| b.1).sum();
             buckets.push((f64::MAX, 0));
-            m.encode_family(&vec![("worker", n(i))])?
-                .encode_histogram::<Labels>(w.rx_packets.load(r) as f64, count, &buckets, None)?;
+            let sum = w.rx_packets.load(r) as f64;
+            m.encode_family(&vec![("worker", i)])?
+                .encode_histogram::<Labels>(sum, count, &buckets, None)?;
         }
+        let generations = each().map(|(i, w)| (vec![("worker", i)], w.tables_generation.load(r)));
+        let help = "Tables generation a worker uses.";
         family(
             &mut enc,
-            "ferry_tables_generation",
-            "Tables generation a worker uses.",
-            MetricType::Gauge,
-            per_worker(&|w| w.tables_generation.load(r)),
+            ("ferry_tables_generation", help, GAUGE),
+            generations,
         )?;
+        let ports = ports.iter().map(|p| (vec![("port", s(p))], 1));
         family(
             &mut enc,
-            "ferry_ports",
-            "Ports Ferry forwards on.",
-            MetricType::Gauge,
-            ports.iter().map(|p| (vec![("port", s(p))], 1)),
+            ("ferry_ports", "Ports Ferry forwards on.", GAUGE),
+            ports,
         )?;
         self.encode_wireguard(&mut enc)?;
         // Per-rule policy counters: new connections each rule (or a policy's default deny)
@@ -413,44 +349,26 @@ impl Collector for Dataplane {
         for w in workers {
             if let Ok(h) = w.rule_hits.lock() {
                 if h.0 == names.0 {
-                    for (a, b) in sum.iter_mut().zip(&h.1) {
-                        *a += b;
-                    }
+                    sum.iter_mut().zip(&h.1).for_each(|(a, b)| *a += b);
                 }
             }
         }
-        family(
-            &mut enc,
-            "ferry_policy_rule_connections_total",
-            "New connections decided by each policy rule (rule default: denied by the policy's isolation).",
-            MetricType::Counter,
-            sum.iter().enumerate().filter(|(_, v)| **v > 0).map(|(i, v)| {
+        let rules = sum
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v > 0)
+            .map(|(i, v)| {
                 let (p, rule) = (i / slots, i % slots);
                 let rule = if rule == 0 { s("default") } else { n(rule - 1) };
                 let policy = s(names.1.get(p).map_or("?", String::as_str));
                 (vec![("policy", policy), ("rule", rule)], *v)
-            }),
-        )?;
-        for (name, help, get) in [
-            (
-                "ferry_conntrack_created_total",
-                "Connections tracked (allowed new flows).",
-                (|w| w.ct_created.load(Ordering::Relaxed)) as Get,
-            ),
-            (
-                "ferry_conntrack_established_packets_total",
-                "Packets of tracked connections, passed without policy evaluation.",
-                |w| w.ct_established.load(Ordering::Relaxed),
-            ),
-            (
-                "ferry_conntrack_early_dropped_total",
-                "Unconfirmed connections evicted from a full table window.",
-                |w| w.ct_early_dropped.load(Ordering::Relaxed),
-            ),
-        ] {
-            family(&mut enc, name, help, MetricType::Counter, per_worker(&get))?;
-        }
-        Ok(())
+            });
+        let help = "New connections decided by each policy rule (rule default: denied by the policy's isolation).";
+        family(
+            &mut enc,
+            ("ferry_policy_rule_connections_total", help, COUNTER),
+            rules,
+        )
     }
 }
 
@@ -465,60 +383,39 @@ impl Dataplane {
             let d = lock(&dev);
             (d.public_key(), d.port(), d.peers(), d.counters())
         };
+        let labels = vec![
+            ("public_key", n(public.to_base64())),
+            ("listen_port", n(port)),
+        ];
+        let help = "This node's WireGuard public key and port.";
         family(
             enc,
-            "ferry_wireguard_interface",
-            "This node's WireGuard public key and port.",
-            MetricType::Gauge,
-            [(
-                vec![
-                    ("public_key", n(public.to_base64())),
-                    ("listen_port", n(port)),
-                ],
-                1,
-            )],
+            ("ferry_wireguard_interface", help, GAUGE),
+            [(labels, 1)],
         )?;
-        type PeerValue = fn(&dataplane::wireguard::PeerStatus) -> u64;
-        let values: [(&str, &str, PeerValue); 3] = [
-            (
-                "ferry_wireguard_peer_rx_bytes",
-                "Inner bytes received from the peer.",
-                |p| p.rx_bytes,
-            ),
-            (
-                "ferry_wireguard_peer_tx_bytes",
-                "Inner bytes sent to the peer.",
-                |p| p.tx_bytes,
-            ),
-            (
-                "ferry_wireguard_peer_last_handshake_seconds",
-                "Unix time of the last completed handshake (0: none).",
-                |p| {
-                    p.last_handshake
-                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                        .map_or(0, |d| d.as_secs())
-                },
-            ),
+        let unix = |t: Option<std::time::SystemTime>| {
+            t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs())
+        };
+        type PeerValue<'a> = &'a dyn Fn(&dataplane::wireguard::PeerStatus) -> u64;
+        #[rustfmt::skip]
+        let gauges: [(&str, &str, PeerValue); 3] = [
+            ("ferry_wireguard_peer_rx_bytes", "Inner bytes received from the peer.", &|p| p.rx_bytes),
+            ("ferry_wireguard_peer_tx_bytes", "Inner bytes sent to the peer.", &|p| p.tx_bytes),
+            ("ferry_wireguard_peer_last_handshake_seconds", "Unix time of the last completed handshake (0: none).", &|p| unix(p.last_handshake)),
         ];
-        for (name, help, get) in values {
-            family(
-                enc,
-                name,
-                help,
-                MetricType::Gauge,
-                peers.iter().map(|p| {
-                    (
-                        vec![
-                            ("public_key", n(p.key.to_base64())),
-                            ("node", n(p.node)),
-                            ("endpoint", n(p.endpoint)),
-                        ],
-                        get(p),
-                    )
-                }),
-            )?;
+        for (name, help, get) in gauges {
+            let samples = peers.iter().map(|p| {
+                let key = ("public_key", n(p.key.to_base64()));
+                (
+                    vec![key, ("node", n(p.node)), ("endpoint", n(p.endpoint))],
+                    get(p),
+                )
+            });
+            family(enc, (name, help, GAUGE), samples)?;
         }
-        for (name, help, v) in [
+        #[rustfmt::skip]
+        let counters = [
             ("ferry_wireguard_handshake_failures_total", "Handshake messages that failed (bad MAC, unknown or wrong key, replayed timestamp).", c.handshake_failures),
             ("ferry_wireguard_auth_failures_total", "Transport packets whose authentication tag did not verify.", c.auth_failures),
             ("ferry_wireguard_replays_total", "Transport packets dropped by the replay window.", c.replays),
@@ -526,8 +423,10 @@ impl Dataplane {
             ("ferry_wireguard_handshakes_total", "Handshakes completed.", c.handshakes_completed),
             ("ferry_wireguard_cookies_sent_total", "Cookie replies sent under load.", c.cookies_sent),
             ("ferry_wireguard_endpoint_changes_total", "Peers that roamed to a new endpoint.", c.endpoint_changes),
-        ] {
-            single(enc, name, help, v)?;
+        ];
+        for (name, help, v) in counters {
+            let family = name.strip_suffix("_total").unwrap_or(name);
+            ConstCounter::new(v).encode(enc.encode_descriptor(family, help, None, COUNTER)?)?;
         }
         Ok(())
     }
