@@ -123,7 +123,7 @@ fn exposition_keeps_every_name_and_label() {
 #[test]
 fn label_values_with_quotes_backslashes_and_newlines_are_escaped() {
     let weird = "we\"ird\\port\nname";
-    let (state, workers) = state(&[weird]);
+    let (state, workers) = state(&[weird, "é-ünïcode"]);
     // A policy name as weird, with one connection decided by its rule 0.
     state.set_policy_names(9, vec![weird.to_string()]);
     let slots = dataplane::pipeline::RULES_COUNTED + 1;
@@ -133,6 +133,7 @@ fn label_values_with_quotes_backslashes_and_newlines_are_escaped() {
     for text in [state.render(), state.render_openmetrics()] {
         for line in [
             r#"ferry_ports{port="we\"ird\\port\nname"} 1"#,
+            r#"ferry_ports{port="é-ünïcode"} 1"#,
             r#"ferry_policy_rule_connections_total{policy="we\"ird\\port\nname",rule="0"} 1"#,
         ] {
             assert!(
