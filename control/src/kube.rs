@@ -55,10 +55,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-fn log(msg: impl std::fmt::Display) {
-    eprintln!("ferry kube: {msg}");
-}
-
 // ---------------------------------------------------------------------------------------------
 // Errors.
 
@@ -1959,13 +1955,13 @@ fn run_resource(client: &Client, resource: Resource, tx: &Sender<Change>, stop: 
             match list(client, &mut r, stop) {
                 Ok(change) => {
                     for m in r.take_skipped() {
-                        log(format!("{what}: {m}"));
+                        tracing::warn!("{what}: {m}");
                     }
                     if tx.send(change).is_err() {
                         return;
                     }
                     if missing {
-                        log(format!("{what}: now served"));
+                        tracing::info!("{what}: now served");
                     }
                     missing = false;
                     need_list = false;
@@ -1974,10 +1970,10 @@ fn run_resource(client: &Client, resource: Resource, tx: &Sender<Change>, stop: 
                 Err(ListFailure::Stopped) => return,
                 Err(ListFailure::Missing(m)) => {
                     if !missing {
-                        log(format!(
+                        tracing::warn!(
                             "{what}: {m}; the CRD is not installed? no such objects until it is; looking again every {:?}",
                             t.missing_retry
-                        ));
+                        );
                         missing = true;
                         if let Some(reset) = r.empty_reset() {
                             if tx.send(reset).is_err() {
@@ -1992,7 +1988,7 @@ fn run_resource(client: &Client, resource: Resource, tx: &Sender<Change>, stop: 
                 }
                 Err(ListFailure::Failed(m)) => {
                     let d = backoff.next_delay(random_unit());
-                    log(format!("{what}: list failed: {m}; retrying in {d:?}"));
+                    tracing::warn!("{what}: list failed: {m}; retrying in {d:?}");
                     if sleep_or_stop(d, stop) {
                         return;
                     }
@@ -2014,7 +2010,7 @@ fn run_resource(client: &Client, resource: Resource, tx: &Sender<Change>, stop: 
             }
             WatchEnd::Failed(m) => {
                 let d = backoff.next_delay(random_unit());
-                log(format!("{what}: watch failed: {m}; retrying in {d:?}"));
+                tracing::warn!("{what}: watch failed: {m}; retrying in {d:?}");
                 if sleep_or_stop(d, stop) {
                     return;
                 }
@@ -2077,7 +2073,7 @@ fn watch(client: &Client, r: &mut Reflector, tx: &Sender<Change>, stop: &AtomicB
         let msg = client.error_message(resp, stop);
         return match action {
             StatusAction::Relist | StatusAction::Missing => {
-                log(format!("{what}: watch: {msg}; listing again"));
+                tracing::info!("{what}: watch: {msg}; listing again");
                 WatchEnd::Relist
             }
             StatusAction::Retry => WatchEnd::Failed(msg),
@@ -2095,7 +2091,7 @@ fn watch(client: &Client, r: &mut Reflector, tx: &Sender<Change>, stop: &AtomicB
             events = true;
             let step = r.on_watch_line(&line);
             for m in r.take_skipped() {
-                log(format!("{what}: {m}"));
+                tracing::warn!("{what}: {m}");
             }
             match step {
                 Ok(WatchStep::Change(c)) => {
@@ -2105,10 +2101,10 @@ fn watch(client: &Client, r: &mut Reflector, tx: &Sender<Change>, stop: &AtomicB
                 }
                 Ok(WatchStep::Nothing) => {}
                 Ok(WatchStep::Relist) => {
-                    log(format!(
+                    tracing::info!(
                         "{what}: watch: resource version {} is gone; listing again",
                         r.resource_version().unwrap_or("?")
-                    ));
+                    );
                     return WatchEnd::Relist;
                 }
                 Ok(WatchStep::Retry(m)) => return WatchEnd::Failed(m),

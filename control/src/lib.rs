@@ -11,6 +11,7 @@ pub mod compile;
 pub mod ipam;
 pub mod kube;
 pub mod kube_ipam;
+pub mod logging;
 pub mod manifest_dir;
 pub mod metrics;
 pub mod model;

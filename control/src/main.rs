@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use control::logging::LogFormat;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
 
@@ -15,6 +16,14 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Which log lines the daemon writes to standard error: a level (error, warn, info, debug,
+    /// trace) or RUST_LOG-style directives such as `info,control::kube=debug` [default:
+    /// $RUST_LOG, else info].
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Log lines as text, or as JSON (one object per line, for DaemonSet logs).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -271,8 +280,19 @@ enum TablesCommand {
 }
 
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
-        eprintln!("ferry: {e:#}");
+    let cli = Cli::parse();
+    let json = cli.log_format == LogFormat::Json;
+    if let Err(e) = control::logging::init(cli.log_level.as_deref(), cli.log_format, "info") {
+        eprintln!("ferry: {e}");
+        std::process::exit(2);
+    }
+    if let Err(e) = run(cli) {
+        // With JSON logs (a DaemonSet), the fatal error is a log line like the others.
+        if json {
+            tracing::error!("{e:#}");
+        } else {
+            eprintln!("ferry: {e:#}");
+        }
         std::process::exit(1);
     }
 }

@@ -194,10 +194,6 @@ pub struct NodeOptions {
     pub policy: Option<PathBuf>,
 }
 
-fn log(msg: impl std::fmt::Display) {
-    eprintln!("ferry node: {msg}");
-}
-
 /// The kernel's IPv4 neighbour table of this network namespace: address → MAC, complete
 /// entries only.
 pub fn kernel_neighbors() -> BTreeMap<Ipv4Addr, MacAddr> {
@@ -444,7 +440,7 @@ impl ClusterTables {
                     Ok(s) if s != self.ipam => Some(s),
                     Ok(_) => None,
                     Err(e) => {
-                        log(format!("cannot read IPAM from the Kubernetes API: {e}"));
+                        tracing::warn!("cannot read IPAM from the Kubernetes API: {e}");
                         None
                     }
                 }
@@ -475,9 +471,9 @@ impl ClusterTables {
                     }
                 }
                 // Fail closed: the previous policy stays in force, it is never dropped.
-                Err(e) => log(format!(
+                Err(e) => tracing::warn!(
                     "the network policies do not compile, keeping the previous ones: {e}"
-                )),
+                ),
             }
         }
         Ok(changed.then_some(stamp))
@@ -533,13 +529,13 @@ fn ensure_wireguard(
     let (private, new) = crate::wg_keys::load_or_create(&c.state_dir, &c.node)
         .context("cannot set up the node's WireGuard key")?;
     let public = pipeline::wireguard::WgKey::public_of(&private);
-    log(format!(
+    tracing::info!(
         "wireguard: {} key {}, public key {}, port {}",
         if new { "generated" } else { "loaded" },
         crate::wg_keys::key_path(&c.state_dir, &c.node).display(),
         public.to_base64(),
         w.listen_port
-    ));
+    );
     let dev = Arc::new(Mutex::new(pipeline::wireguard::WgDevice::new(
         private,
         w.listen_port,
@@ -582,10 +578,7 @@ fn publish_wireguard_key(
         _ => Ok(()),
     }
     .context("cannot publish the node's WireGuard public key")?;
-    log(format!(
-        "wireguard: published public key {}",
-        key.to_base64()
-    ));
+    tracing::info!("wireguard: published public key {}", key.to_base64());
     Ok(())
 }
 
@@ -639,11 +632,11 @@ pub fn run(opts: NodeOptions) -> Result<()> {
                     let compiled = crate::policy::compile(&state).with_context(|| {
                         format!("the network policies in {} do not compile", dir.display())
                     })?;
-                    log(format!(
+                    tracing::info!(
                         "policy from {}: {} policies",
                         dir.display(),
                         compiled.tables.policies.len()
-                    ));
+                    );
                     Some(Arc::new(compiled.tables))
                 }
             };
@@ -697,9 +690,9 @@ pub fn run(opts: NodeOptions) -> Result<()> {
         first.tables = first.tables.with_policy(p);
     }
     if let Err(e) = xdp::xsk::raise_memlock_limit() {
-        log(format!(
+        tracing::warn!(
             "cannot raise RLIMIT_MEMLOCK ({e}); continuing, the kernel may refuse the UMEM"
-        ));
+        );
     }
     let mut unresolved = first.unresolved;
     let node_name = first.tables.node_name.clone();
@@ -728,14 +721,14 @@ pub fn run(opts: NodeOptions) -> Result<()> {
     }
     if let Some(addr) = opts.metrics {
         metrics::serve(addr, metrics_state.clone(), stop.clone())?;
-        log(format!("metrics on http://{addr}/metrics"));
+        tracing::info!("metrics on http://{addr}/metrics");
     }
-    log(format!(
+    tracing::info!(
         "node {node_name} forwarding on {} ports ({}) with {} worker(s), tables generation {generation}",
         running.ports().len(),
         running.ports().join(", "),
         opts.workers.max(1),
-    ));
+    );
 
     let mut last_neigh = Instant::now() - Duration::from_secs(2);
     let mut known = kernel_neighbors();
@@ -776,7 +769,7 @@ pub fn run(opts: NodeOptions) -> Result<()> {
                             next = true;
                             why = "SIGHUP";
                         }
-                        Err(e) => log(format!("reload failed, keeping the current tables: {e}")),
+                        Err(e) => tracing::warn!("reload failed, keeping the current tables: {e}"),
                     }
                 }
             }
@@ -787,14 +780,14 @@ pub fn run(opts: NodeOptions) -> Result<()> {
                     why = "cluster change";
                     stamp = t;
                 }
-                Err(e) => log(format!("{e:#}")),
+                Err(e) => tracing::warn!("{e:#}"),
             },
         }
         if last_neigh.elapsed() >= Duration::from_secs(1) {
             last_neigh = Instant::now();
             if let Some((_, key)) = &wg {
                 if let Err(e) = publish_wireguard_key(&source, &opts, key) {
-                    log(format!("{e:#}"));
+                    tracing::warn!("{e:#}");
                 }
             }
             for hop in &unresolved {
@@ -826,7 +819,7 @@ pub fn run(opts: NodeOptions) -> Result<()> {
                 l
             }
             Err(e) => {
-                log(format!("keeping the current tables: {e}"));
+                tracing::warn!("keeping the current tables: {e}");
                 continue;
             }
         };
@@ -834,24 +827,24 @@ pub fn run(opts: NodeOptions) -> Result<()> {
         let wg_new = match ensure_wireguard(&source, &l.tables, &mut wg, Some(&metrics_state)) {
             Ok(n) => n,
             Err(e) => {
-                log(format!("keeping the current tables: {e:#}"));
+                tracing::warn!("keeping the current tables: {e:#}");
                 continue;
             }
         };
         let ports: Vec<String> = l.tables.ports.iter().map(|p| p.name.clone()).collect();
         if ports == running.ports() && !wg_new {
             if let Err(e) = running.publish(l.tables) {
-                log(format!("cannot update steering: {e}"));
+                tracing::warn!("cannot update steering: {e}");
             }
         } else if matches!(source, Spec::File { .. }) {
-            log("reload refused: the set of ports changed (restart Ferry to add or remove ports); keeping the current tables");
+            tracing::warn!("reload refused: the set of ports changed (restart Ferry to add or remove ports); keeping the current tables");
             continue;
         } else {
             // Pods came or went: a new set of sockets and steering programs.
-            log(format!(
+            tracing::info!(
                 "ports changed to {}: restarting the dataplane",
                 ports.join(", ")
-            ));
+            );
             // The old workers must release the ports before the new ones attach.
             running.halt();
             instance += 1;
@@ -862,11 +855,11 @@ pub fn run(opts: NodeOptions) -> Result<()> {
         if let Some(t) = stamp {
             pending = Some((generation, t));
         }
-        log(format!("tables generation {generation} published ({why})"));
+        tracing::info!("tables generation {generation} published ({why})");
     }
-    log("stopping");
+    tracing::info!("stopping");
     drop(running);
-    log("stopped: sockets closed, XDP programs detached");
+    tracing::info!("stopped: sockets closed, XDP programs detached");
     Ok(())
 }
 

@@ -161,3 +161,113 @@ fn get_ippools_and_ipam_show_like_calicoctl() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `ferry` with extra environment variables: (exit code, stdout, stderr).
+fn ferry_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    c.args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().expect("run ferry");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+/// `ferry node run --log-format json` (as in the DaemonSet) writes one JSON object per line on
+/// standard error, its fatal error included; `--log-level` and `RUST_LOG` choose the levels.
+/// The tables name ports that exist nowhere, so the daemon logs its start and then fails
+/// before attaching anything.
+#[test]
+fn node_run_writes_json_log_lines_that_parse() {
+    let dir = std::env::temp_dir().join(format!("ferry-cli-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tables = dir.join("tables.toml");
+    let uplink = format!("fxnx{}u", std::process::id() % 100_000);
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/examples/k8s-w1.tables.toml"
+    ))
+    .unwrap()
+    .replace("\"eth0\"", &format!("\"{uplink}\""))
+    .replace("caliw1p", &format!("fxnx{}p", std::process::id() % 100_000));
+    std::fs::write(&tables, text).unwrap();
+    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/study");
+    let run = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec![
+            "node",
+            "run",
+            "--tables",
+            tables.to_str().unwrap(),
+            "--policy",
+            policy,
+            "--log-format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = ferry_env(&args, env);
+        assert_eq!(code, 1, "the ports do not exist: exit 1\n{err}");
+        assert!(out.is_empty(), "standard output stays clean: {out:?}");
+        let lines: Vec<serde_json::Value> = err
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l:?}\nin:\n{err}"))
+            })
+            .collect();
+        for l in &lines {
+            for field in ["timestamp", "level", "message", "target"] {
+                assert!(l[field].is_string(), "no {field} in {l}");
+            }
+        }
+        let levels: Vec<(String, String)> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l["level"].as_str().unwrap().to_string(),
+                    l["message"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        (levels, err)
+    };
+    let (levels, err) = run(&[], &[]);
+    assert!(
+        levels
+            .iter()
+            .any(|(l, m)| l == "INFO" && m.contains("policy from") && m.contains("6 policies")),
+        "an INFO line about the policies:\n{err}"
+    );
+    assert!(
+        levels
+            .iter()
+            .any(|(l, m)| l == "ERROR" && m.contains(&uplink) && m.contains("does not exist")),
+        "the fatal error as an ERROR line naming the port:\n{err}"
+    );
+    // --log-level warn: no INFO; RUST_LOG=error: only the error.
+    let (levels, err) = run(&["--log-level", "warn"], &[]);
+    assert!(
+        levels.iter().all(|(l, _)| l != "INFO") && levels.iter().any(|(l, _)| l == "ERROR"),
+        "--log-level warn:\n{err}"
+    );
+    let (levels, err) = run(&[], &[("RUST_LOG", "error")]);
+    assert!(
+        !levels.is_empty() && levels.iter().all(|(l, _)| l == "ERROR"),
+        "RUST_LOG=error:\n{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_log_level_is_refused_with_a_clear_message() {
+    let (code, out, err) = ferry_env(&["--log-level", "loud==", "tables", "check", "x"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty());
+    assert!(
+        err.contains("log level \"loud==\"") && err.contains("give a level"),
+        "{err}"
+    );
+}

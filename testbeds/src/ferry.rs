@@ -156,15 +156,12 @@ impl<'a> FerryNodes<'a> {
         std::fs::write(&path, text).map_err(|e| LabError::Ferry(e.to_string()))?;
         let ferry = self.ferry.to_string_lossy().to_string();
         let tables = path.to_string_lossy().to_string();
-        let mut argv: Vec<&str> = vec![
-            ferry.as_str(),
-            "node",
-            "run",
-            "--tables",
-            tables.as_str(),
-            "--metrics",
-            METRICS_ADDR,
-        ];
+        let mut argv: Vec<&str> = vec![ferry.as_str(), "node", "run", "--tables", tables.as_str()];
+        // The extra arguments may give their own metrics address (e.g. 0.0.0.0:9091 for a
+        // scraper outside the node, which still answers on METRICS_ADDR).
+        if !self.extra.iter().any(|a| a == "--metrics") {
+            argv.extend(["--metrics", METRICS_ADDR]);
+        }
         argv.extend(self.extra.iter().map(String::as_str));
         let mut child = self.lab.spawn_in(node, argv)?;
         let t0 = Instant::now();

@@ -19,7 +19,8 @@ A container runtime runs it; it takes no arguments. Inputs:
      \"manifests\":\"/etc/ferry/manifests\",\"state\":\"/var/lib/ferry\",
      \"nodename\":\"k8s-w1\",\"mtu\":1500}
 Output: the CNI result (ADD), nothing (DEL, CHECK), the supported versions (VERSION), or a CNI
-error JSON with a non-zero exit status. ADD gives the pod an address from Ferry's IPAM
+error JSON with a non-zero exit status (also logged on standard error,
+which RUST_LOG filters). ADD gives the pod an address from Ferry's IPAM
 (STATE/ipam.json), a veth cali<sha1(ns.pod)[:11]> with proxy ARP and routes via 169.254.1.1,
 and records it in STATE/endpoints.json. See docs/cni.md.
 
@@ -40,6 +41,10 @@ fn main() -> ExitCode {
         eprint!("ferry-cni takes no arguments (got {args:?})\n\n{USAGE}");
         return ExitCode::from(2);
     }
+    // Logs go to standard error: standard output carries the CNI result. RUST_LOG filters them.
+    if let Err(e) = control::logging::init(None, control::logging::LogFormat::Text, "info") {
+        eprintln!("ferry-cni: {e}");
+    }
     let mut stdin = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
         let err = control::cni::CniError::new(
@@ -57,7 +62,7 @@ fn main() -> ExitCode {
     if out.success {
         ExitCode::SUCCESS
     } else {
-        eprintln!("ferry-cni: {}", out.stdout);
+        tracing::error!("{}", out.stdout);
         ExitCode::FAILURE
     }
 }
