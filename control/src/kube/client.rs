@@ -62,14 +62,17 @@ impl KubeClient {
             kind: resource.api.kind.clone(),
         });
         serde_json::to_value(o).map_err(|e| {
-            ProtocolError(format!("{}: cannot re-encode an object: {e}", resource.path())).into()
+            ProtocolError(format!(
+                "{}: cannot re-encode an object: {e}",
+                resource.path()
+            ))
+            .into()
         })
     }
 
     fn from_json(resource: &Resource, object: &Value) -> Result<DynamicObject, ApiError> {
-        serde_json::from_value(object.clone()).map_err(|e| {
-            ProtocolError(format!("{}: not an object: {e}", resource.path())).into()
-        })
+        serde_json::from_value(object.clone())
+            .map_err(|e| ProtocolError(format!("{}: not an object: {e}", resource.path())).into())
     }
 
     /// `GET` one object.
@@ -124,12 +127,15 @@ impl KubeClient {
     /// stored one. The object as stored (with its new `resourceVersion`).
     pub fn replace(&self, resource: &Resource, object: &Value) -> Result<Value, ApiError> {
         let name = object["metadata"]["name"].as_str().ok_or_else(|| {
-            ProtocolError(format!("{}: replace without metadata.name", resource.api.kind))
+            ProtocolError(format!(
+                "{}: replace without metadata.name",
+                resource.api.kind
+            ))
         })?;
         let o = KubeClient::from_json(resource, object)?;
-        let stored = self
-            .rt
-            .block_on(self.api(resource).replace(name, &PostParams::default(), &o))?;
+        let stored =
+            self.rt
+                .block_on(self.api(resource).replace(name, &PostParams::default(), &o))?;
         KubeClient::to_json(resource, stored)
     }
 

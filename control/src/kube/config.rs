@@ -93,7 +93,11 @@ fn resolve_paths(kc: &mut Kubeconfig, base: &Path) {
             *p = resolve(base, p);
         }
     }
-    for u in kc.auth_infos.iter_mut().filter_map(|u| u.auth_info.as_mut()) {
+    for u in kc
+        .auth_infos
+        .iter_mut()
+        .filter_map(|u| u.auth_info.as_mut())
+    {
         for p in [
             &mut u.client_certificate,
             &mut u.client_key,
@@ -219,7 +223,11 @@ fn check_structure(kc: &Kubeconfig, origin: &str) -> Result<Fields, ConfigError>
     if user.token.is_none() {
         if let Some(p) = nonempty(&user.token_file) {
             std::fs::metadata(p).map_err(|e| {
-                invalid(origin, format!("{uf}.tokenFile"), format!("cannot read {p}: {e}"))
+                invalid(
+                    origin,
+                    format!("{uf}.tokenFile"),
+                    format!("cannot read {p}: {e}"),
+                )
             })?;
         }
     }
@@ -301,11 +309,9 @@ fn tls_error(origin: &str, f: &Fields, e: ::kube::Error) -> ConfigError {
         ::kube::Error::RustlsTls(T::AddRootCertificate(_) | T::NoValidNativeRootCA(_)) => {
             invalid(origin, f.ca(), format!("unusable CA ({})", chain(&e)))
         }
-        ::kube::Error::RustlsTls(T::InvalidServerName(_)) => invalid(
-            origin,
-            format!("{}.tls-server-name", f.cluster),
-            chain(&e),
-        ),
+        ::kube::Error::RustlsTls(T::InvalidServerName(_)) => {
+            invalid(origin, format!("{}.tls-server-name", f.cluster), chain(&e))
+        }
         _ => invalid(origin, "(kubeconfig)", chain(&e)),
     }
 }
@@ -543,7 +549,9 @@ impl KubeConfig {
                 let path = path.clone();
                 builder
                     .with_layer(&tower::filter::FilterLayer::new(
-                        move |req: http::Request<::kube::client::Body>| bearer_from_file(&path, req),
+                        move |req: http::Request<::kube::client::Body>| {
+                            bearer_from_file(&path, req)
+                        },
                     ))
                     .build()
             }
@@ -556,8 +564,9 @@ fn bearer_from_file(
     path: &Path,
     mut req: http::Request<::kube::client::Body>,
 ) -> Result<http::Request<::kube::client::Body>, std::io::Error> {
-    let token = std::fs::read_to_string(path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("token file {}: {e}", path.display())))?;
+    let token = std::fs::read_to_string(path).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("token file {}: {e}", path.display()))
+    })?;
     let value = http::HeaderValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,

@@ -121,9 +121,9 @@ impl From<::kube::Error> for ApiError {
                     code => ApiError::Status { code, message },
                 }
             }
-            ::kube::Error::SerdeError(e) => {
-                ApiError::Protocol(ProtocolError(format!("the response is not the JSON expected: {e}")))
-            }
+            ::kube::Error::SerdeError(e) => ApiError::Protocol(ProtocolError(format!(
+                "the response is not the JSON expected: {e}"
+            ))),
             e => ApiError::Http(chain(&e)),
         }
     }

@@ -166,9 +166,12 @@ fn typed_json(resource: &Resource, o: DynamicObject) -> Value {
 fn key_of(kind: Kind, o: &DynamicObject) -> Option<ObjectKey> {
     Some(ObjectKey {
         kind,
-        namespace: kind
-            .namespaced()
-            .then(|| o.metadata.namespace.clone().unwrap_or_else(|| "default".into())),
+        namespace: kind.namespaced().then(|| {
+            o.metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into())
+        }),
         name: o.metadata.name.clone()?,
     })
 }
@@ -307,8 +310,10 @@ mod tests {
     fn objects_are_decoded_with_their_type_and_keyed() {
         let r = Resource::pods();
         // A list item: no apiVersion or kind.
-        let o = pod(serde_json::json!({"metadata": {"name": "a", "namespace": "ns1"},
-                                       "spec": {"nodeName": "n1"}}));
+        let o = pod(
+            serde_json::json!({"metadata": {"name": "a", "namespace": "ns1"},
+                                       "spec": {"nodeName": "n1"}}),
+        );
         assert_eq!(
             key_of(Kind::Pod, &o),
             Some(ObjectKey {
