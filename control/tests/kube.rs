@@ -397,6 +397,34 @@ fn invalid_list_item_is_skipped_and_the_others_kept() {
     assert!(api.next().is_watch());
 }
 
+/// An object the model refuses, arriving by watch: reported `Deleted`, so the state is what a
+/// fresh list (which leaves it out) would give; the watch goes on.
+#[test]
+fn invalid_object_in_a_watch_is_reported_deleted() {
+    let api = FakeApi::start(|s| {
+        if !s.is_watch() {
+            return pod_list(10, vec![pod("p", 1)], None);
+        }
+        let mut bad = typed_pod("p", 11);
+        bad["spec"]["containers"][0]["ports"][0]["containerPort"] = json!(-1);
+        Reply::Stream(
+            vec![event("MODIFIED", bad), event("ADDED", typed_pod("q", 12))],
+            After::Hold,
+        )
+    });
+    let src = Running::pods(&api.url);
+    assert_eq!(reset_names(&src.next()), ["Pod web/p"]);
+    assert_eq!(
+        src.next(),
+        Change::Deleted(ObjectKey {
+            kind: Kind::Pod,
+            namespace: Some("web".into()),
+            name: "p".into()
+        })
+    );
+    assert_eq!(applied_name(&src.next()), "Pod web/q");
+}
+
 #[test]
 fn bookmark_moves_the_version_the_next_watch_starts_from() {
     let watches = AtomicUsize::new(0);
@@ -925,6 +953,10 @@ fn in_cluster_reads_the_service_account() {
     assert_eq!(c.port(), 443);
     assert_eq!(c.token(), Some(Token::File(dir.join("token"))));
     assert_eq!(c.trust(), Some(Trust::Roots(1)));
+    // An IPv6 service address, as KUBERNETES_SERVICE_HOST gives it (without brackets).
+    let c = KubeConfig::in_cluster_at("fd00:10:96::1", "6443", &dir.0).expect("valid");
+    assert_eq!((c.host(), c.port()), ("fd00:10:96::1", 6443));
+    assert_eq!(c.server_url(), "https://[fd00:10:96::1]:6443");
     let e = KubeConfig::in_cluster_at("10.96.0.1", "https", &dir.0)
         .unwrap_err()
         .to_string();
