@@ -558,6 +558,27 @@ fn refused_connections_back_off_then_succeed() {
     assert_eq!(api.lists(), 1);
 }
 
+/// A list that keeps failing is retried with a growing delay (here 20 ms doubling to 200 ms,
+/// jittered): a handful of requests in 1.5 s, not one every 20 ms.
+#[test]
+fn failing_lists_back_off() {
+    let api = FakeApi::start(|_| {
+        Reply::Json(
+            403,
+            json!({"kind": "Status", "code": 403, "reason": "Forbidden",
+                   "message": "pods is forbidden: User \"system:serviceaccount:kube-system:ferry\" cannot list resource \"pods\""}),
+        )
+    });
+    let src = Running::pods(&api.url);
+    src.nothing_for(Duration::from_millis(1500));
+    let lists = api.lists();
+    // Without growth: 1.5 s / (10..20 ms) = 75..150 requests; with it, about 10.
+    assert!(
+        (2..=25).contains(&lists),
+        "{lists} list requests in 1.5 s; expected 2..=25"
+    );
+}
+
 #[test]
 fn missing_crd_is_an_empty_reset_reported_once_then_picked_up() {
     let lists = AtomicUsize::new(0);

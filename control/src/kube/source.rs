@@ -212,7 +212,10 @@ async fn run_resource(client: ::kube::Client, resource: Resource, t: &Timing, tx
         while let Some(item) = stream.next().await {
             let event = match item {
                 Ok(event) => {
-                    backoff.reset();
+                    // `Init` only says a list starts: a list that keeps failing must back off.
+                    if !matches!(event, watcher::Event::Init) {
+                        backoff.reset();
+                    }
                     event
                 }
                 Err(e) => {
