@@ -579,6 +579,34 @@ fn failing_lists_back_off() {
     );
 }
 
+/// A server that ends every watch at once (a misbehaving proxy) gets a watch a second, not a
+/// request loop; a watch that ends is not a re-list.
+#[test]
+fn watches_that_end_at_once_are_spaced_out() {
+    let api = FakeApi::start(|s| {
+        if s.is_watch() {
+            Reply::Stream(vec![], After::End)
+        } else {
+            pod_list(5, vec![], None)
+        }
+    });
+    let src = Running::pods(&api.url);
+    assert_eq!(reset_names(&src.next()), Vec::<String>::new());
+    src.nothing_for(Duration::from_millis(2500));
+    let watches = api
+        .all
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.is_watch())
+        .count();
+    assert!(
+        (1..=4).contains(&watches),
+        "{watches} watch requests in 2.5 s; expected 1..=4 (one a second)"
+    );
+    assert_eq!(api.lists(), 1);
+}
+
 #[test]
 fn missing_crd_is_an_empty_reset_reported_once_then_picked_up() {
     let lists = AtomicUsize::new(0);

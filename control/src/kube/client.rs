@@ -37,7 +37,7 @@ impl KubeClient {
             .map_err(|e| ConfigError::Client(format!("tokio runtime: {e}")))?;
         let client = {
             let _guard = rt.enter();
-            config.client(&timing, Some(timing.response_timeout))?
+            config.client(&timing, Some(timing.response_timeout), false)?
         };
         Ok(KubeClient {
             client,

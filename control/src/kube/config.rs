@@ -15,6 +15,7 @@
 use super::{chain, ConfigError, Timing};
 use ::kube::client::ConfigExt as _;
 use ::kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError, LoadDataError};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Where the kubelet mounts the service account.
@@ -532,38 +533,74 @@ impl KubeConfig {
 
     /// A kube-rs client. Must be called inside the tokio runtime that will drive it.
     /// `response_timeout`: for single requests (`None` for watches, whose silence the watcher
-    /// times out itself).
+    /// times out itself). `space_watches`: a watch of a resource starts at least
+    /// [`WATCH_SPACING`] after the previous one (kube-runtime re-opens a watch that ends at once
+    /// without a pause, so a server that closes them at once would get a request loop).
     pub(super) fn client(
         &self,
         timing: &Timing,
         response_timeout: Option<std::time::Duration>,
+        space_watches: bool,
     ) -> Result<::kube::Client, ConfigError> {
+        use tower::util::option_layer;
         let mut config = self.config.clone();
         config.connect_timeout = Some(timing.connect_timeout);
         config.read_timeout = response_timeout;
         let builder = ::kube::client::ClientBuilder::try_from(config)
             .map_err(|e| ConfigError::Client(format!("{}: {}", self.origin, chain(&e))))?;
-        Ok(match &self.token_file {
-            None => builder.build(),
-            Some(path) => {
-                let path = path.clone();
-                builder
-                    .with_layer(&tower::filter::FilterLayer::new(
-                        move |req: http::Request<::kube::client::Body>| {
-                            bearer_from_file(&path, req)
-                        },
-                    ))
-                    .build()
-            }
-        })
+        let token = self.token_file.clone().map(|path| {
+            tower::filter::FilterLayer::new(move |req: Request| bearer_from_file(&path, req))
+        });
+        let spacing = space_watches.then(|| {
+            let last = std::sync::Arc::new(std::sync::Mutex::new(HashMap::new()));
+            // The filter calls a clone of the service it wraps: a buffer makes it one.
+            tower::ServiceBuilder::new()
+                .layer(tower::filter::AsyncFilterLayer::new(move |req: Request| {
+                    spaced_watch(last.clone(), req)
+                }))
+                .layer(tower::buffer::BufferLayer::new(64))
+                .into_inner()
+        });
+        Ok(builder
+            .with_layer(&option_layer(token))
+            .with_layer(&option_layer(spacing))
+            .build())
     }
 }
 
+type Request = http::Request<::kube::client::Body>;
+
+/// The shortest time between the starts of two watches of one resource.
+pub(super) const WATCH_SPACING: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Delays a watch request until [`WATCH_SPACING`] after the previous watch of its path.
+async fn spaced_watch(
+    last: std::sync::Arc<std::sync::Mutex<HashMap<String, tokio::time::Instant>>>,
+    req: Request,
+) -> Result<Request, std::convert::Infallible> {
+    let watch = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true"));
+    if watch {
+        let now = tokio::time::Instant::now();
+        let start = {
+            let mut last = last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let start = last
+                .get(req.uri().path())
+                .map_or(now, |t| (*t + WATCH_SPACING).max(now));
+            last.insert(req.uri().path().to_string(), start);
+            start
+        };
+        tokio::time::sleep_until(start).await;
+    }
+    Ok(req)
+}
+
 /// Sets `Authorization: Bearer` to the token in `path`, read now.
-fn bearer_from_file(
-    path: &Path,
-    mut req: http::Request<::kube::client::Body>,
-) -> Result<http::Request<::kube::client::Body>, std::io::Error> {
+fn bearer_from_file(path: &Path, mut req: Request) -> Result<Request, std::io::Error> {
     let token = std::fs::read_to_string(path).map_err(|e| {
         std::io::Error::new(e.kind(), format!("token file {}: {e}", path.display()))
     })?;

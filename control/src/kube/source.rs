@@ -16,6 +16,8 @@
 //!   then a look every [`Timing::missing_retry`]; a CRD removed while watched re-lists.
 //! - other failures back off exponentially ([`Timing::backoff_min`] doubling to `backoff_max`,
 //!   with jitter, reset by the next success), each logged.
+//! - a watch starts at least [`super::config::WATCH_SPACING`] (1 s) after the previous one of
+//!   its resource, so a server that ends watches at once does not get a request loop.
 //! - the stop flag is looked at every [`Timing::poll`]; the thread ends then, or when the
 //!   channel's receiver is gone.
 
@@ -66,7 +68,7 @@ impl KubeSource {
             .map_err(|e| ConfigError::Client(format!("tokio runtime: {e}")))?;
         let client = {
             let _guard = rt.enter();
-            self.config.client(&self.timing, None)?
+            self.config.client(&self.timing, None, true)?
         };
         let KubeSource {
             resources, timing, ..
