@@ -538,7 +538,7 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
     let (cluster, source) = match conf.datastore {
         Datastore::Kubernetes => {
             let client = crate::kube::KubeConfig::load(conf.kubeconfig.as_deref())
-                .map(crate::kube::KubeClient::new)
+                .and_then(crate::kube::KubeClient::new)
                 .map_err(|e| {
                     CniError::new(
                         code::INVALID_CONFIG,

@@ -330,11 +330,12 @@ impl KubeIpam {
     /// The API server of a kubeconfig (or in-cluster, `$KUBECONFIG`, `~/.kube/config`: see
     /// [`KubeConfig::load`]).
     pub fn connect(kubeconfig: Option<&Path>) -> Result<KubeIpam, IpamError> {
-        let config = KubeConfig::load(kubeconfig).map_err(|e| IpamError::Store {
+        let err = |e: crate::kube::ConfigError| IpamError::Store {
             path: kubeconfig.map_or_else(|| PathBuf::from("kubeconfig"), Path::to_path_buf),
             message: e.to_string(),
-        })?;
-        Ok(KubeIpam::new(KubeClient::new(config)))
+        };
+        let client = KubeClient::new(KubeConfig::load(kubeconfig).map_err(err)?).map_err(err)?;
+        Ok(KubeIpam::new(client))
     }
 
     /// At most `attempts` tries per operation, sleeping a jittered delay from `min` doubling
@@ -365,7 +366,7 @@ impl KubeIpam {
 
     /// Lists the IPAMBlocks.
     pub fn read(&self) -> Result<View, IpamError> {
-        let r = Resource::IPAM_BLOCKS;
+        let r = Resource::ipam_blocks();
         let (items, _) = self
             .client
             .list(&r)
@@ -393,7 +394,7 @@ impl KubeIpam {
             path: PathBuf::from(format!(
                 "{}{}",
                 self.client.server_url(),
-                Resource::IPAM_BLOCKS.path()
+                Resource::ipam_blocks().path()
             )),
             message: format!(
                 "{what}: gave up after {} conflicting updates (409)",
@@ -404,7 +405,7 @@ impl KubeIpam {
 
     /// Writes the blocks of `next` that differ from `view`'s; `false` on a conflict.
     fn write_blocks(&self, view: &View, next: &IpamState) -> Result<bool, IpamError> {
-        let r = Resource::IPAM_BLOCKS;
+        let r = Resource::ipam_blocks();
         for b in &next.blocks {
             if view.state.blocks.contains(b) {
                 continue;
@@ -422,7 +423,7 @@ impl KubeIpam {
                 Err(e) => return Err(self.api_err(&r, Some(&name), e)),
             }
             if let (None, Some(node)) = (previous, &b.affinity) {
-                let a = Resource::BLOCK_AFFINITIES;
+                let a = Resource::block_affinities();
                 match self.client.create(&a, &affinity_object(node, b.cidr)) {
                     Ok(_) | Err(ApiError::Conflict(_)) => {}
                     Err(e) => return Err(self.api_err(&a, Some(&affinity_name(node, b.cidr)), e)),
@@ -434,7 +435,7 @@ impl KubeIpam {
 
     /// Creates (or points at `cidr`) the IPAMHandle of `handle`.
     fn write_handle(&self, handle: &str, cidr: Ipv4Prefix) -> Result<(), IpamError> {
-        let r = Resource::IPAM_HANDLES;
+        let r = Resource::ipam_handles();
         let name = handle_name(handle);
         let err = |e| self.api_err(&r, Some(&name), e);
         let want = handle_object(handle, cidr);
@@ -467,7 +468,7 @@ impl KubeIpam {
     }
 
     fn delete_handle(&self, handle: &str) -> Result<(), IpamError> {
-        let r = Resource::IPAM_HANDLES;
+        let r = Resource::ipam_handles();
         let name = handle_name(handle);
         match self.client.delete(&r, &name) {
             Ok(()) | Err(ApiError::NotFound(_)) => Ok(()),
@@ -491,7 +492,7 @@ impl IpamStore for KubeIpam {
                 false => Attempt::Conflict,
             })
         })?;
-        let r = Resource::IPAM_HANDLES;
+        let r = Resource::ipam_handles();
         let name = handle_name(req.handle);
         // A retried assignment: re-create the handle only if a crash left it missing.
         let missing = !fresh
@@ -553,23 +554,23 @@ pub fn cluster_for_pod(
         Err(crate::kube::ApiError::NotFound(_)) => Ok(None),
         Err(e) => Err(format!("{what}: {e}")),
     };
-    let n = one(client.get(&Resource::NODES, node), format!("node {node}"))?
+    let n = one(client.get(&Resource::nodes(), node), format!("node {node}"))?
         .ok_or_else(|| format!("node {node:?} does not exist in the cluster"))?;
     add(n, "v1", "Node").map_err(|e| format!("node {node}: {e}"))?;
     if let Some(v) = one(
-        client.get(&Resource::NAMESPACES, namespace),
+        client.get(&Resource::namespaces(), namespace),
         format!("namespace {namespace}"),
     )? {
         add(v, "v1", "Namespace").map_err(|e| format!("namespace {namespace}: {e}"))?;
     }
     if let Some(v) = one(
-        client.get_in(&Resource::PODS, namespace, pod),
+        client.get_in(&Resource::pods(), namespace, pod),
         format!("pod {namespace}/{pod}"),
     )? {
         add(v, "v1", "Pod").map_err(|e| format!("pod {namespace}/{pod}: {e}"))?;
     }
     let (pools, _) = client
-        .list(&Resource::IP_POOLS)
+        .list(&Resource::ip_pools())
         .map_err(|e| format!("IPPools: {e}"))?;
     for p in pools {
         add(p, "crd.projectcalico.org/v1", "IPPool").map_err(|e| format!("IPPool: {e}"))?;

@@ -103,7 +103,11 @@ impl Feed {
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         // The threads end with the stop flag; they are not joined.
-        drop(KubeSource::new(config, resources).start(tx, stop.clone()));
+        drop(
+            KubeSource::new(config, resources)
+                .start(tx, stop.clone())
+                .context("cannot start the Kubernetes source")?,
+        );
         let mut state = ClusterState::default();
         let deadline = Instant::now() + KUBE_SYNC_TIMEOUT;
         let mut pending = Vec::new();
@@ -571,7 +575,7 @@ fn publish_wireguard_key(
     match (&c.feed, &opts.source) {
         (Feed::Dir(w), _) => crate::wg_keys::publish_in_dir(w.dir(), node, key),
         (Feed::Kube { .. }, TablesSource::Kubernetes { kubeconfig, .. }) => {
-            let client = crate::kube::KubeClient::new(KubeConfig::load(kubeconfig.as_deref())?);
+            let client = crate::kube::KubeClient::new(KubeConfig::load(kubeconfig.as_deref())?)?;
             crate::wg_keys::publish_in_kube(&client, &c.node, key)?;
             Ok(())
         }

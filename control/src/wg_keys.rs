@@ -129,7 +129,7 @@ pub fn publish_in_dir(dir: &ManifestDir, node: &Node, key: &WgKey) -> anyhow::Re
 pub fn publish_in_kube(client: &KubeClient, node: &str, key: &WgKey) -> Result<(), ApiError> {
     let mut last = None;
     for _ in 0..3 {
-        let mut obj = client.get(&Resource::NODES, node)?;
+        let mut obj = client.get(&Resource::nodes(), node)?;
         if obj["metadata"]["annotations"][WIREGUARD_KEY_ANNOTATION].as_str()
             == Some(&key.to_base64())
         {
@@ -140,7 +140,7 @@ pub fn publish_in_kube(client: &KubeClient, node: &str, key: &WgKey) -> Result<(
         }
         obj["metadata"]["annotations"][WIREGUARD_KEY_ANNOTATION] =
             serde_json::Value::String(key.to_base64());
-        match client.replace(&Resource::NODES, &obj) {
+        match client.replace(&Resource::nodes(), &obj) {
             Ok(_) => return Ok(()),
             Err(e @ ApiError::Conflict(_)) => last = Some(e),
             Err(e) => return Err(e),

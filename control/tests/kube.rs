@@ -1,6 +1,7 @@
 //! The Kubernetes source against a fake API server (HTTP/1.1 on 127.0.0.1, the API's JSON:
 //! lists with `metadata.resourceVersion`/`continue`, chunked watch streams of
-//! `{"type":…,"object":…}` lines), kubeconfig parsing, and the deploy manifests.
+//! `{"type":…,"object":…}` lines, one request per connection), kubeconfig parsing (exec
+//! credential plugins included), and the deploy manifests.
 
 use control::kube::{ConfigError, KubeConfig, KubeSource, Resource, Timing, Token, Trust};
 use control::model::{Kind, ObjectKey};
@@ -28,7 +29,7 @@ struct Seen {
 
 impl Seen {
     fn is_watch(&self) -> bool {
-        self.path.contains("watch=1")
+        matches!(query(&self.path, "watch").as_deref(), Some("true" | "1"))
     }
 }
 
@@ -146,14 +147,14 @@ fn serve_one(
             let body = body.to_string();
             let _ = write!(
                 conn,
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
         }
         Reply::Stream(events, after) => {
             let _ = write!(
                 conn,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
             );
             for e in events {
                 let line = format!("{e}\n");
@@ -242,23 +243,28 @@ fn timing() -> Timing {
 struct Running {
     rx: Receiver<Change>,
     stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Running {
     fn start(config: KubeConfig, resources: Vec<Resource>) -> Running {
         let (tx, rx) = channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let threads = KubeSource::new(config, resources)
+        let thread = KubeSource::new(config, resources)
             .with_timing(timing())
-            .start(tx, stop.clone());
-        Running { rx, stop, threads }
+            .start(tx, stop.clone())
+            .expect("the source starts");
+        Running {
+            rx,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     fn pods(url: &str) -> Running {
         Running::start(
             KubeConfig::from_url(url).expect("config"),
-            vec![Resource::PODS],
+            vec![Resource::pods()],
         )
     }
 
@@ -278,7 +284,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
@@ -298,6 +304,18 @@ fn applied_name(c: &Change) -> String {
     match c {
         Change::Applied(o) => o.key().to_string(),
         other => panic!("expected Applied, got {other:?}"),
+    }
+}
+
+/// A request's path and query without empty parameters (kube-rs sends `?&limit=500`, which
+/// means `?limit=500`), values as sent (percent-encoded).
+fn request(path: &str) -> String {
+    match path.split_once('?') {
+        None => path.to_string(),
+        Some((p, q)) => {
+            let q: Vec<&str> = q.split('&').filter(|kv| !kv.is_empty()).collect();
+            format!("{p}?{}", q.join("&"))
+        }
     }
 }
 
@@ -345,13 +363,13 @@ fn paginated_list_resets_then_watch_applies_and_deletes() {
         })
     );
 
-    assert_eq!(api.next().path, "/api/v1/pods?limit=500");
+    assert_eq!(request(&api.next().path), "/api/v1/pods?limit=500");
     assert_eq!(
-        api.next().path,
+        request(&api.next().path),
         "/api/v1/pods?limit=500&continue=tok%2F1%2B%3D"
     );
     let w = api.next();
-    assert_eq!(query(&w.path, "watch").as_deref(), Some("1"));
+    assert_eq!(query(&w.path, "watch").as_deref(), Some("true"));
     assert_eq!(query(&w.path, "resourceVersion").as_deref(), Some("100"));
     assert_eq!(
         query(&w.path, "allowWatchBookmarks").as_deref(),
@@ -377,6 +395,34 @@ fn invalid_list_item_is_skipped_and_the_others_kept() {
     // And it goes on to watch.
     api.next();
     assert!(api.next().is_watch());
+}
+
+/// An object the model refuses, arriving by watch: reported `Deleted`, so the state is what a
+/// fresh list (which leaves it out) would give; the watch goes on.
+#[test]
+fn invalid_object_in_a_watch_is_reported_deleted() {
+    let api = FakeApi::start(|s| {
+        if !s.is_watch() {
+            return pod_list(10, vec![pod("p", 1)], None);
+        }
+        let mut bad = typed_pod("p", 11);
+        bad["spec"]["containers"][0]["ports"][0]["containerPort"] = json!(-1);
+        Reply::Stream(
+            vec![event("MODIFIED", bad), event("ADDED", typed_pod("q", 12))],
+            After::Hold,
+        )
+    });
+    let src = Running::pods(&api.url);
+    assert_eq!(reset_names(&src.next()), ["Pod web/p"]);
+    assert_eq!(
+        src.next(),
+        Change::Deleted(ObjectKey {
+            kind: Kind::Pod,
+            namespace: Some("web".into()),
+            name: "p".into()
+        })
+    );
+    assert_eq!(applied_name(&src.next()), "Pod web/q");
 }
 
 #[test]
@@ -435,7 +481,7 @@ fn gone_as_event_or_as_status_relists_with_a_new_reset() {
     let kinds: Vec<&str> = paths
         .iter()
         .map(|p| {
-            if p.contains("watch=1") {
+            if matches!(query(p, "watch").as_deref(), Some("true" | "1")) {
                 "watch"
             } else {
                 "list"
@@ -512,6 +558,55 @@ fn refused_connections_back_off_then_succeed() {
     assert_eq!(api.lists(), 1);
 }
 
+/// A list that keeps failing is retried with a growing delay (here 20 ms doubling to 200 ms,
+/// jittered): a handful of requests in 1.5 s, not one every 20 ms.
+#[test]
+fn failing_lists_back_off() {
+    let api = FakeApi::start(|_| {
+        Reply::Json(
+            403,
+            json!({"kind": "Status", "code": 403, "reason": "Forbidden",
+                   "message": "pods is forbidden: User \"system:serviceaccount:kube-system:ferry\" cannot list resource \"pods\""}),
+        )
+    });
+    let src = Running::pods(&api.url);
+    src.nothing_for(Duration::from_millis(1500));
+    let lists = api.lists();
+    // Without growth: 1.5 s / (10..20 ms) = 75..150 requests; with it, about 10.
+    assert!(
+        (2..=25).contains(&lists),
+        "{lists} list requests in 1.5 s; expected 2..=25"
+    );
+}
+
+/// A server that ends every watch at once (a misbehaving proxy) gets a watch a second, not a
+/// request loop; a watch that ends is not a re-list.
+#[test]
+fn watches_that_end_at_once_are_spaced_out() {
+    let api = FakeApi::start(|s| {
+        if s.is_watch() {
+            Reply::Stream(vec![], After::End)
+        } else {
+            pod_list(5, vec![], None)
+        }
+    });
+    let src = Running::pods(&api.url);
+    assert_eq!(reset_names(&src.next()), Vec::<String>::new());
+    src.nothing_for(Duration::from_millis(2500));
+    let watches = api
+        .all
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.is_watch())
+        .count();
+    assert!(
+        (1..=4).contains(&watches),
+        "{watches} watch requests in 2.5 s; expected 1..=4 (one a second)"
+    );
+    assert_eq!(api.lists(), 1);
+}
+
 #[test]
 fn missing_crd_is_an_empty_reset_reported_once_then_picked_up() {
     let lists = AtomicUsize::new(0);
@@ -535,7 +630,7 @@ fn missing_crd_is_an_empty_reset_reported_once_then_picked_up() {
     });
     let src = Running::start(
         KubeConfig::from_url(&api.url).expect("config"),
-        vec![Resource::IP_POOLS],
+        vec![Resource::ip_pools()],
     );
     assert_eq!(
         src.next(),
@@ -553,7 +648,7 @@ fn missing_crd_is_an_empty_reset_reported_once_then_picked_up() {
         other => panic!("expected the pool, got {other:?}"),
     }
     assert_eq!(
-        api.next().path,
+        request(&api.next().path),
         "/apis/crd.projectcalico.org/v1/ippools?limit=500"
     );
     assert_eq!(api.lists(), 4);
@@ -570,12 +665,13 @@ fn stop_ends_every_thread_promptly_on_an_idle_watch() {
     });
     let (tx, rx) = channel();
     let stop = Arc::new(AtomicBool::new(false));
-    let threads = KubeSource::new(
+    let thread = KubeSource::new(
         KubeConfig::from_url(&api.url).expect("config"),
-        vec![Resource::PODS, Resource::NODES],
+        vec![Resource::pods(), Resource::nodes()],
     )
     .with_timing(timing())
-    .start(tx, stop.clone());
+    .start(tx, stop.clone())
+    .expect("the source starts");
     rx.recv_timeout(Duration::from_secs(5)).expect("reset");
     rx.recv_timeout(Duration::from_secs(5)).expect("reset");
     // Both watches are open and idle.
@@ -587,9 +683,7 @@ fn stop_ends_every_thread_promptly_on_an_idle_watch() {
     }
     let t = Instant::now();
     stop.store(true, Ordering::Relaxed);
-    for h in threads {
-        h.join().expect("thread");
-    }
+    thread.join().expect("thread");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
 
@@ -622,8 +716,8 @@ fn token_file_is_sent_and_reread_when_it_changes() {
     );
     std::fs::write(dir.join("config"), kubeconfig).unwrap();
     let config = KubeConfig::from_kubeconfig(&dir.join("config")).expect("kubeconfig");
-    assert_eq!(config.token, Some(Token::File(token.clone())));
-    let _src = Running::start(config, vec![Resource::PODS]);
+    assert_eq!(config.token(), Some(Token::File(token.clone())));
+    let _src = Running::start(config, vec![Resource::pods()]);
     assert_eq!(api.next().authorization.as_deref(), Some("Bearer first"));
     let w1 = api.next();
     assert_eq!(w1.authorization.as_deref(), Some("Bearer first"));
@@ -632,6 +726,67 @@ fn token_file_is_sent_and_reread_when_it_changes() {
     let w2 = api.next();
     assert!(w2.is_watch());
     assert_eq!(w2.authorization.as_deref(), Some("Bearer second"));
+}
+
+/// A kubeconfig whose user is an exec credential plugin (as EKS, GKE and AKS kubeconfigs are):
+/// the plugin's token is what the server sees. The server refuses anything else with 401.
+#[test]
+fn exec_credential_plugin_authenticates() {
+    use std::os::unix::fs::PermissionsExt as _;
+    const TOKEN: &str = "exec-token-7f3a";
+    let dir = tempdir("exec");
+    let plugin = dir.join("credential-plugin.sh");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\necho '{{\"apiVersion\":\"client.authentication.k8s.io/v1beta1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{TOKEN}\"}}}}'\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let api = FakeApi::start(|s| {
+        if s.authorization.as_deref() != Some(&format!("Bearer {TOKEN}")) {
+            return Reply::Json(
+                401,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "message": "Unauthorized", "reason": "Unauthorized", "code": 401}),
+            );
+        }
+        if s.is_watch() {
+            Reply::Stream(vec![], After::Hold)
+        } else {
+            pod_list(3, vec![pod("a", 1)], None)
+        }
+    });
+    // The command is relative to the kubeconfig's directory, as kubectl resolves it.
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: t\nclusters:\n- name: c\n  cluster:\n    server: {}\ncontexts:\n- name: t\n  context: {{cluster: c, user: u}}\nusers:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: ./credential-plugin.sh\n      interactiveMode: Never\n",
+        api.url
+    );
+    std::fs::write(dir.join("config"), kubeconfig).unwrap();
+    let config = KubeConfig::from_kubeconfig(&dir.join("config")).expect("kubeconfig");
+    assert_eq!(config.token(), None, "no static token: the plugin gives it");
+    assert!(
+        config
+            .exec_command()
+            .is_some_and(|c| c.ends_with("credential-plugin.sh") && c.starts_with('/')),
+        "{:?}",
+        config.exec_command()
+    );
+    let src = Running::start(config, vec![Resource::pods()]);
+    let list = api.next();
+    assert_eq!(
+        list.authorization.as_deref(),
+        Some(format!("Bearer {TOKEN}").as_str()),
+        "the list request's credentials"
+    );
+    assert_eq!(reset_names(&src.next()), ["Pod web/a"]);
+    let w = api.next();
+    assert!(w.is_watch(), "{w:?}");
+    assert_eq!(
+        w.authorization.as_deref(),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -663,7 +818,22 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
+/// A directory of the test's own, removed when dropped (also when the test fails).
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn join(&self, p: &str) -> std::path::PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir(tag: &str) -> TempDir {
     static N: AtomicUsize = AtomicUsize::new(0);
     let d = std::env::temp_dir().join(format!(
         "ferry-kube-{tag}-{}-{}",
@@ -672,7 +842,7 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
 }
 
 fn kubeconfig(cluster: &str, user: &str) -> String {
@@ -695,12 +865,11 @@ fn kubeconfig_token_and_ca_file() {
     );
     std::fs::write(dir.join("config"), &text).unwrap();
     let c = KubeConfig::from_kubeconfig(&dir.join("config")).expect("valid");
-    assert_eq!(c.server.host, "10.0.0.1");
-    assert_eq!(c.server.port, 6443);
-    assert_eq!(c.token, Some(Token::Static("abc.def".into())));
-    let tls = c.tls.expect("https has TLS");
-    assert_eq!(tls.trust, Trust::Roots(1));
-    assert!(!tls.client_cert);
+    assert_eq!(c.host(), "10.0.0.1");
+    assert_eq!(c.port(), 6443);
+    assert_eq!(c.token(), Some(Token::Static("abc.def".into())));
+    assert_eq!(c.trust(), Some(Trust::Roots(1)), "https has TLS");
+    assert!(!c.client_certificate());
 
     // The same file read from elsewhere: the relative CA path no longer resolves.
     let e = parse(&text).unwrap_err().to_string();
@@ -724,14 +893,10 @@ fn kubeconfig_client_certificate_data() {
         ),
     );
     let c = parse(&text).expect("valid");
-    assert_eq!(c.token, None);
-    let tls = c.tls.expect("TLS");
-    assert!(tls.client_cert);
-    assert_eq!(tls.trust, Trust::Roots(1));
-    assert_eq!(
-        format!("{:?}", tls.server_name),
-        "DnsName(\"kind-control-plane\")"
-    );
+    assert_eq!(c.token(), None);
+    assert!(c.client_certificate());
+    assert_eq!(c.trust(), Some(Trust::Roots(1)));
+    assert_eq!(c.server_name(), "kind-control-plane");
 }
 
 #[test]
@@ -781,8 +946,9 @@ fn kubeconfig_errors_name_the_field() {
             "clusters[name=kind].cluster.server",
         ),
         (
+            // kubectl refuses an exec plugin without apiVersion too.
             kubeconfig(&ca, "    exec:\n      command: aws\n"),
-            "users[name=admin].user.exec: exec credential plugins are not supported",
+            "users[name=admin].user.exec.apiVersion: missing",
         ),
         (
             kubeconfig(&ca, "    token: t\n")
@@ -808,34 +974,39 @@ fn kubeconfig_insecure_and_plain_http() {
         "    token: t\n",
     ))
     .expect("valid");
-    assert_eq!(c.tls.expect("TLS").trust, Trust::Insecure);
+    assert_eq!(c.trust(), Some(Trust::Insecure));
     let c = parse(&kubeconfig(
         "    server: http://127.0.0.1:8080\n",
         "    {}\n",
     ))
     .expect("valid");
-    assert!(c.tls.is_none());
-    assert_eq!(c.token, None);
+    assert_eq!(c.trust(), None, "no TLS for http://");
+    assert_eq!(c.token(), None);
 }
 
 #[test]
 fn in_cluster_reads_the_service_account() {
     let dir = tempdir("sa");
-    let e = KubeConfig::in_cluster_at("10.96.0.1", "443", &dir)
+    let e = KubeConfig::in_cluster_at("10.96.0.1", "443", &dir.0)
         .unwrap_err()
         .to_string();
     assert!(e.contains("token"), "{e}");
     std::fs::write(dir.join("token"), "sa-token").unwrap();
-    let e = KubeConfig::in_cluster_at("10.96.0.1", "443", &dir)
+    let e = KubeConfig::in_cluster_at("10.96.0.1", "443", &dir.0)
         .unwrap_err()
         .to_string();
     assert!(e.contains("ca.crt"), "{e}");
     std::fs::write(dir.join("ca.crt"), CERT).unwrap();
-    let c = KubeConfig::in_cluster_at("10.96.0.1", "443", &dir).expect("valid");
-    assert_eq!(c.server.host, "10.96.0.1");
-    assert_eq!(c.token, Some(Token::File(dir.join("token"))));
-    assert_eq!(c.tls.expect("TLS").trust, Trust::Roots(1));
-    let e = KubeConfig::in_cluster_at("10.96.0.1", "https", &dir)
+    let c = KubeConfig::in_cluster_at("10.96.0.1", "443", &dir.0).expect("valid");
+    assert_eq!(c.host(), "10.96.0.1");
+    assert_eq!(c.port(), 443);
+    assert_eq!(c.token(), Some(Token::File(dir.join("token"))));
+    assert_eq!(c.trust(), Some(Trust::Roots(1)));
+    // An IPv6 service address, as KUBERNETES_SERVICE_HOST gives it (without brackets).
+    let c = KubeConfig::in_cluster_at("fd00:10:96::1", "6443", &dir.0).expect("valid");
+    assert_eq!((c.host(), c.port()), ("fd00:10:96::1", 6443));
+    assert_eq!(c.server_url(), "https://[fd00:10:96::1]:6443");
+    let e = KubeConfig::in_cluster_at("10.96.0.1", "https", &dir.0)
         .unwrap_err()
         .to_string();
     assert!(e.contains("KUBERNETES_SERVICE_PORT"), "{e}");
@@ -882,7 +1053,7 @@ fn rbac_grants_what_the_source_requests() {
     };
     for r in Resource::all() {
         for verb in ["get", "list", "watch"] {
-            assert!(allows(r.group(), r.plural, verb), "{verb} {}", r.path());
+            assert!(allows(r.group(), r.plural(), verb), "{verb} {}", r.path());
         }
     }
     for res in ["ipamblocks", "blockaffinities", "ipamhandles"] {

@@ -67,7 +67,7 @@ impl FakeApi {
     }
 
     fn client(&self) -> KubeClient {
-        KubeClient::new(KubeConfig::from_url(&self.url).unwrap())
+        KubeClient::new(KubeConfig::from_url(&self.url).unwrap()).expect("client")
     }
 
     fn ipam(&self) -> KubeIpam {
@@ -303,7 +303,7 @@ fn ip(s: &str) -> Ipv4Addr {
 fn client_verbs_and_statuses() {
     let api = FakeApi::start();
     let c = api.client();
-    let r = Resource::IPAM_HANDLES;
+    let r = Resource::ipam_handles();
     let obj = json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "IPAMHandle",
                      "metadata": {"name": "h1"}, "spec": {"handleID": "h1", "block": {}}});
     assert!(matches!(c.get(&r, "h1"), Err(ApiError::NotFound(_))));

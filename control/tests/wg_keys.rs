@@ -114,7 +114,7 @@ fn the_key_goes_on_the_node_in_the_api_after_a_conflict() {
             std::thread::spawn(move || serve_one(conn, &a));
         }
     });
-    let client = KubeClient::new(KubeConfig::from_url(&url).unwrap());
+    let client = KubeClient::new(KubeConfig::from_url(&url).unwrap()).expect("client");
     let key = WgKey::public_of(&WgKey([9; 32]));
     publish_in_kube(&client, "k8s-w1", &key).expect("published");
     let a = api.lock().unwrap();
