@@ -9,6 +9,8 @@ pub mod kube_ipam;
 pub mod manifest_dir;
 pub mod metrics;
 pub mod model;
+pub mod neigh;
+pub mod netlink;
 pub mod node;
 pub mod policy;
 pub mod replay;
