@@ -16,9 +16,10 @@
 //!   `default via 169.254.1.1`. The host side answers ARP for 169.254.1.1 by proxy ARP.
 //! - A [`WorkloadEndpoint`] in `STATE/endpoints.json`, written last.
 //!
-//! Links and routes are made with `ip` (iproute2) and, inside the pod's namespace,
-//! `nsenter --net=CNI_NETNS ip …` (util-linux): no unsafe code, and every step is a command an
-//! operator can replay.
+//! Links, addresses and routes are made over netlink ([`crate::netlink`]: rtnetlink, and
+//! ethtool's genetlink family for the offloads), inside the pod's namespace through a socket
+//! opened there: no child process, no unsafe code, and an error names the netlink request and
+//! the kernel's errno (`RTM_NEWLINK: File exists (os error 17)`).
 //!
 //! # Failure and retries
 //!

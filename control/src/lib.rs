@@ -1,6 +1,8 @@
 //! Ferry's control plane. Today: loading forwarding tables from their text form and the offline
 //! pcap replay of the pipeline; the control-plane issue adds cluster sources, IPAM and the CNI.
 
+#![forbid(unsafe_code)]
+
 pub mod cni;
 pub mod compile;
 pub mod ipam;
