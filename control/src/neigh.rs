@@ -187,20 +187,18 @@ impl KernelWatch {
             })
             .map_err(|e| NlError::new("spawn the neighbour thread", e))?;
         let first = ready_rx.recv_timeout(START_TIMEOUT).unwrap_or_else(|_| {
-            Err(NlError {
-                op: "RTM_GETNEIGH",
-                error: std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no answer to the first dump",
-                ),
-            })
+            Err(NlError::new(
+                "RTM_GETNEIGH",
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer to the first dump"),
+            ))
         });
-        let w = KernelWatch {
+        // On an error the thread is not joined: one still waiting for the kernel ends by itself
+        // once its request channel is closed.
+        first.map(|()| KernelWatch {
             shared,
             requests,
             thread: Some(thread),
-        };
-        first.map(|()| w)
+        })
     }
 
     /// The current view.

@@ -101,7 +101,6 @@ pub struct Link {
     pub index: u32,
     pub mac: Option<[u8; 6]>,
     pub up: bool,
-    pub mtu: Option<u32>,
 }
 
 impl Link {
@@ -110,13 +109,10 @@ impl Link {
             index: m.header.index,
             mac: None,
             up: m.header.flags.contains(LinkFlags::Up),
-            mtu: None,
         };
         for a in &m.attributes {
-            match a {
-                LinkAttribute::Address(b) => l.mac = <[u8; 6]>::try_from(b.as_slice()).ok(),
-                LinkAttribute::Mtu(v) => l.mtu = Some(*v),
-                _ => {}
+            if let LinkAttribute::Address(b) = a {
+                l.mac = <[u8; 6]>::try_from(b.as_slice()).ok();
             }
         }
         l
