@@ -4,11 +4,11 @@
 set -euo pipefail
 need=()
 # clang + libbpf-dev build the XDP program; iperf3 for `ferry-lab bench`; python3 runs the lab tools;
-# util-linux has the nsenter ferry-cni uses, ethtool turns veth offloads off; nftables and
+# ethtool turns the labs' veth offloads off (and the CNI tests read them); nftables and
 # conntrack for the kernel side of the policy benchmark; wireguard-go and wireguard-tools for
 # the WireGuard interop lab; dpdk-dev (dpdk-testpmd) and linux-perf for `ferry-bench compare`;
 # prometheus (the server and promtool) for the metrics tests and the Prometheus lab.
-for pkg in tshark tcpdump nftables conntrack iproute2 util-linux ethtool iputils-ping iperf3 python3 clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config wireguard-go wireguard-tools dpdk-dev linux-perf prometheus; do
+for pkg in tshark tcpdump nftables conntrack iproute2 ethtool iputils-ping iperf3 python3 clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config wireguard-go wireguard-tools dpdk-dev linux-perf prometheus; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

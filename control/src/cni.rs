@@ -16,9 +16,10 @@
 //!   `default via 169.254.1.1`. The host side answers ARP for 169.254.1.1 by proxy ARP.
 //! - A [`WorkloadEndpoint`] in `STATE/endpoints.json`, written last.
 //!
-//! Links and routes are made with `ip` (iproute2) and, inside the pod's namespace,
-//! `nsenter --net=CNI_NETNS ip …` (util-linux): no unsafe code, and every step is a command an
-//! operator can replay.
+//! Links, addresses and routes are made over netlink ([`crate::netlink`]: rtnetlink, and
+//! ethtool's genetlink family for the offloads), inside the pod's namespace through a socket
+//! opened there: no child process, no unsafe code, and an error names the netlink request and
+//! the kernel's errno (`RTM_NEWLINK: File exists (os error 17)`).
 //!
 //! # Failure and retries
 //!
@@ -384,8 +385,11 @@ impl Env {
 /// The host-side veth of a pod, as Calico names it: `cali` + the first 11 hex digits of
 /// sha1(`namespace.pod`).
 pub fn host_veth_name(namespace: &str, pod: &str) -> String {
-    let digest = sha1::digest(format!("{namespace}.{pod}").as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let digest = ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        format!("{namespace}.{pod}").as_bytes(),
+    );
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("{VETH_PREFIX}{}", &hex[..11])
 }
 
@@ -479,6 +483,7 @@ fn require_pod(env: &Env) -> Result<(String, String), CniError> {
 
 /// Undoes a half-done ADD when dropped armed (an error return or a panic).
 struct AddUndo<'a> {
+    host: &'a net::Host,
     ipam: &'a dyn IpamStore,
     weps: &'a WepStore,
     namespace: String,
@@ -495,7 +500,7 @@ impl Drop for AddUndo<'_> {
         }
         if let Some(v) = &self.veth {
             // Deleting the host side deletes its peer and the host route too.
-            let _ = net::delete_link(v);
+            let _ = self.host.delete_link(v);
         }
         // Keep the address if an endpoint of the pod (an older sandbox) still holds it.
         if let Ok(None) = self.weps.of_pod(&self.namespace, &self.pod) {
@@ -605,6 +610,7 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
     let annotations = pools_from_annotations(&pod, cluster.namespaces.get(&namespace))?;
     let pools: Vec<_> = cluster.ip_pools.values().cloned().collect();
     let handle = pod_handle(&pod);
+    let host = net::Host::open()?;
     let ip = ipam.assign(&AssignRequest {
         handle: &handle,
         node: &node,
@@ -616,6 +622,7 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
 
     let veth = host_veth_name(&namespace, &pod_name);
     let mut undo = AddUndo {
+        host: &host,
         ipam: &*ipam,
         weps: &weps,
         namespace: namespace.clone(),
@@ -624,22 +631,15 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
         veth: None,
         armed: true,
     };
+    let pod_ns = net::PodNs::open(&netns)?;
     // A veth left by a killed ADD or an older sandbox of the pod: replace it.
-    if net::link_mac(None, &veth)?.is_some() {
-        net::delete_link(&veth)?;
-    }
+    host.delete_link(&veth)?;
     undo.veth = Some(veth.clone());
-    net::create_veth(&veth, &env.ifname, &netns, conf.mtu)?;
-    net::offloads_off(None, &veth)?;
-    net::offloads_off(Some(&netns), &env.ifname)?;
-    net::configure_pod_side(&netns, &env.ifname, ip)?;
-    let mac = net::link_mac(Some(&netns), &env.ifname)?.ok_or_else(|| {
-        interface_err(
-            "pod interface vanished",
-            format!("{} is not in {netns}", env.ifname),
-        )
-    })?;
-    net::configure_host_side(&veth, ip)?;
+    host.create_veth(&veth, &env.ifname, &pod_ns, conf.mtu)?;
+    host.offloads_off(&veth)?;
+    pod_ns.offloads_off(&env.ifname)?;
+    let mac = pod_ns.configure(&env.ifname, ip)?;
+    host.configure(&veth, ip)?;
     let wep = WorkloadEndpoint {
         namespace,
         pod: pod_name,
@@ -663,9 +663,10 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
 /// already gone (endpoint, veth, address, network namespace) is not an error.
 pub fn del(conf: &NetConf, env: &Env) -> Result<(), CniError> {
     let (ipam, weps) = stores(conf)?;
+    let host = net::Host::open()?;
     if let Some(w) = weps.get(&env.container_id)? {
         // Order: veth, address, endpoint — a DEL killed half-way is finished by the next one.
-        net::delete_link(&w.interface)?;
+        host.delete_link(&w.interface)?;
         ipam.release(&w.pod_key())?;
         weps.remove(&env.container_id)?;
         return Ok(());
@@ -678,7 +679,7 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<(), CniError> {
     if weps.of_pod(&namespace, &pod)?.is_some() {
         return Ok(());
     }
-    net::delete_link(&host_veth_name(&namespace, &pod))?;
+    host.delete_link(&host_veth_name(&namespace, &pod))?;
     ipam.release(&format!("{namespace}/{pod}"))?;
     Ok(())
 }
@@ -730,7 +731,7 @@ pub fn check(conf: &NetConf, env: &Env) -> Result<(), CniError> {
             return Err(check_failed(format!("prevResult does not list {want}")));
         }
     }
-    match net::link_mac(None, &w.interface)? {
+    match net::Host::open()?.link_mac(&w.interface)? {
         Some(m) if m == MacAddr::CALICO_HOST_SIDE => {}
         Some(m) => {
             return Err(check_failed(format!(
@@ -751,7 +752,8 @@ pub fn check(conf: &NetConf, env: &Env) -> Result<(), CniError> {
             "network namespace {netns} is missing"
         )));
     }
-    let state = net::pod_state(&netns, &w.ifname)?
+    let state = net::PodNs::open(&netns)?
+        .state(&w.ifname)?
         .ok_or_else(|| check_failed(format!("{} is missing in {netns}", w.ifname)))?;
     if state.mac != w.mac {
         return Err(check_failed(format!(
@@ -784,288 +786,221 @@ pub fn check(conf: &NetConf, env: &Env) -> Result<(), CniError> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Links and routes, through `ip` and `nsenter`.
+// Links and routes, over netlink ([`crate::netlink`]).
 
 mod net {
     use super::{interface_err, CniError, GATEWAY};
+    use crate::netlink::{self, NlError, Rtnl};
     use pipeline::wire::MacAddr;
-    use serde_json::Value;
-    use std::io::Write;
+    use std::fs::File;
     use std::net::Ipv4Addr;
-    use std::process::{Command as Process, Stdio};
+    use std::path::Path;
 
     /// What CHECK looks at inside the pod's namespace.
     pub(super) struct PodState {
         pub mac: MacAddr,
         pub up: bool,
-        pub addrs: Vec<(Ipv4Addr, u64)>,
+        pub addrs: Vec<(Ipv4Addr, u8)>,
         pub gateway_route: bool,
         pub default_route: bool,
     }
 
-    /// Runs `ip ARGS` (in `netns` through nsenter), feeding `stdin`; stdout or the stderr.
-    fn ip(netns: Option<&str>, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-        tool("ip", netns, args, stdin)
+    /// An interface error naming what failed; the details name the netlink request and errno.
+    fn fail(what: String) -> impl FnOnce(NlError) -> CniError {
+        move |e| interface_err(what, e)
     }
 
-    /// Runs `program ARGS` (in `netns` through nsenter), feeding `stdin`; stdout or the stderr.
-    fn tool(
-        program: &str,
-        netns: Option<&str>,
-        args: &[&str],
-        stdin: Option<&str>,
-    ) -> Result<String, String> {
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Process::new("nsenter");
-                c.arg(format!("--net={ns}")).arg(program);
-                c
-            }
-            None => Process::new(program),
-        };
-        cmd.args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
+    /// Route netlink in the host's (this process's) network namespace.
+    pub(super) struct Host {
+        rtnl: Rtnl,
+    }
+
+    impl Host {
+        pub(super) fn open() -> Result<Host, CniError> {
+            let rtnl = Rtnl::open(None).map_err(fail("cannot open route netlink".into()))?;
+            Ok(Host { rtnl })
+        }
+
+        /// The MAC of host link `name`, `None` if there is no such link.
+        pub(super) fn link_mac(&self, name: &str) -> Result<Option<MacAddr>, CniError> {
+            let link = self
+                .rtnl
+                .link(name)
+                .map_err(fail(format!("cannot inspect {name}")))?;
+            link.map(|l| {
+                l.mac
+                    .map(MacAddr)
+                    .ok_or_else(|| interface_err(format!("{name} has no MAC"), "no IFLA_ADDRESS"))
             })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let shown = format!(
-            "{}{program} {}",
-            netns
-                .map(|n| format!("nsenter --net={n} "))
-                .unwrap_or_default(),
-            args.join(" ")
-        );
-        let mut child = cmd.spawn().map_err(|e| format!("{shown}: {e}"))?;
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes())
-                .map_err(|e| format!("{shown}: writing stdin: {e}"))?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("{shown}: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "{shown}: {} ({})",
-                String::from_utf8_lossy(&out.stderr).trim(),
-                out.status
-            ))
-        }
-    }
-
-    fn is_missing(e: &str) -> bool {
-        e.contains("does not exist") || e.contains("Cannot find device")
-    }
-
-    fn show_link(netns: Option<&str>, name: &str) -> Result<Option<Value>, CniError> {
-        match ip(netns, &["-j", "link", "show", "dev", name], None) {
-            Ok(out) => {
-                let v: Value = serde_json::from_str(&out)
-                    .map_err(|e| interface_err("unexpected `ip -j link` output", e))?;
-                Ok(v.as_array().and_then(|a| a.first()).cloned())
-            }
-            Err(e) if is_missing(&e) => Ok(None),
-            Err(e) => Err(interface_err(format!("cannot inspect {name}"), e)),
-        }
-    }
-
-    fn mac_of(link: &Value, name: &str) -> Result<MacAddr, CniError> {
-        link["address"]
-            .as_str()
-            .and_then(|m| m.parse().ok())
-            .ok_or_else(|| interface_err(format!("{name} has no MAC"), link.to_string()))
-    }
-
-    /// The MAC of link `name` (in `netns`, else the host), `None` if there is no such link.
-    pub(super) fn link_mac(netns: Option<&str>, name: &str) -> Result<Option<MacAddr>, CniError> {
-        show_link(netns, name)?
-            .map(|l| mac_of(&l, name))
             .transpose()
-    }
+        }
 
-    /// Deletes a host link; a missing one is not an error.
-    pub(super) fn delete_link(name: &str) -> Result<(), CniError> {
-        match ip(None, &["link", "del", "dev", name], None) {
-            Ok(_) => Ok(()),
-            Err(e) if is_missing(&e) => Ok(()),
-            Err(e) => Err(interface_err(format!("cannot delete {name}"), e)),
+        /// Deletes a host link; a missing one is not an error.
+        pub(super) fn delete_link(&self, name: &str) -> Result<(), CniError> {
+            self.rtnl
+                .delete_link(name)
+                .map(|_| ())
+                .map_err(fail(format!("cannot delete {name}")))
+        }
+
+        /// Creates the pair in one request: `host` here, `ifname` directly inside the pod.
+        pub(super) fn create_veth(
+            &self,
+            host: &str,
+            ifname: &str,
+            pod: &PodNs,
+            mtu: u32,
+        ) -> Result<(), CniError> {
+            self.rtnl
+                .add_veth(host, MacAddr::CALICO_HOST_SIDE.0, ifname, &pod.file, mtu)
+                .map_err(fail(format!("cannot create veth {host} \u{2194} {ifname}")))
+        }
+
+        /// Offloads off on the host side (see [`offloads_off`]).
+        pub(super) fn offloads_off(&self, dev: &str) -> Result<(), CniError> {
+            offloads_off(None, dev)
+        }
+
+        /// proxy ARP without delay, up, and the host route to the pod.
+        pub(super) fn configure(&self, host: &str, ip_addr: Ipv4Addr) -> Result<(), CniError> {
+            for (path, v) in [
+                (format!("/proc/sys/net/ipv4/conf/{host}/proxy_arp"), "1"),
+                (format!("/proc/sys/net/ipv4/neigh/{host}/proxy_delay"), "0"),
+            ] {
+                std::fs::write(&path, v)
+                    .map_err(|e| interface_err(format!("cannot write {path}"), e))?;
+            }
+            let index = self
+                .rtnl
+                .link(host)
+                .map_err(fail(format!("cannot inspect {host}")))?
+                .ok_or_else(|| interface_err("host veth vanished", format!("no {host}")))?
+                .index;
+            self.rtnl
+                .set_up(index)
+                .map_err(fail(format!("cannot set {host} up")))?;
+            self.rtnl
+                .replace_route(ip_addr, 32, index, None, true)
+                .map_err(fail(format!(
+                    "cannot add the route {ip_addr}/32 dev {host} scope link"
+                )))
         }
     }
 
-    /// Creates the pair in one step: `host` here, `ifname` directly inside `netns`.
-    pub(super) fn create_veth(
-        host: &str,
-        ifname: &str,
-        netns: &str,
-        mtu: u32,
-    ) -> Result<(), CniError> {
-        let mtu = mtu.to_string();
-        let mac = MacAddr::CALICO_HOST_SIDE.to_string();
-        #[rustfmt::skip]
-        let args = [
-            "link", "add", host, "mtu", &mtu, "address", &mac, "type", "veth",
-            "peer", "name", ifname, "mtu", &mtu, "netns", netns,
-        ];
-        ip(None, &args, None)
-            .map(|_| ())
-            .map_err(|e| interface_err(format!("cannot create the veth {host}/{ifname}"), e))
-    }
-
-    /// Address, up, and the two routes inside the pod (`replace`, so a retry never trips on
-    /// what a killed attempt left).
-    pub(super) fn configure_pod_side(
-        netns: &str,
-        ifname: &str,
-        ip_addr: Ipv4Addr,
-    ) -> Result<(), CniError> {
-        let script = format!(
-            "addr replace {ip_addr}/32 dev {ifname}\n\
-             link set dev {ifname} up\n\
-             route replace {GATEWAY} dev {ifname} scope link\n\
-             route replace default via {GATEWAY} dev {ifname}\n"
-        );
-        ip(Some(netns), &["-batch", "-"], Some(&script))
-            .map(|_| ())
-            .map_err(|e| interface_err(format!("cannot configure {ifname} in {netns}"), e))
-    }
-
-    /// Checksum and segmentation offloads off on one side of the pair. Ferry forwards pod
+    /// Checksum and segmentation offloads off on one side of the pair (`ethtool -K DEV tx off
+    /// rx off tso off gso off gro off`, over ethtool's genetlink family). Ferry forwards pod
     /// frames through AF_XDP, which carries no "checksum to be completed" mark: a pod's TCP
     /// segment left for the NIC to checksum would arrive with a wrong checksum, and a 64 KiB
     /// GSO super-frame would not fit a UMEM frame. (Calico's kernel path completes both.)
-    pub(super) fn offloads_off(netns: Option<&str>, dev: &str) -> Result<(), CniError> {
-        #[rustfmt::skip]
-        let args = ["-K", dev, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off"];
-        tool("ethtool", netns, &args, None)
-            .map(|_| ())
-            .map_err(|e| interface_err(format!("cannot turn offloads off on {dev}"), e))
+    fn offloads_off(netns: Option<(&File, &str)>, dev: &str) -> Result<(), CniError> {
+        let place = netns.map(|(_, p)| format!(" in {p}")).unwrap_or_default();
+        netlink::offloads_off(netns.map(|(f, _)| f), dev)
+            .map_err(fail(format!("cannot turn offloads off on {dev}{place}")))
     }
 
-    /// proxy ARP without delay, up, and the host route to the pod.
-    pub(super) fn configure_host_side(host: &str, ip_addr: Ipv4Addr) -> Result<(), CniError> {
-        for (path, v) in [
-            (format!("/proc/sys/net/ipv4/conf/{host}/proxy_arp"), "1"),
-            (format!("/proc/sys/net/ipv4/neigh/{host}/proxy_delay"), "0"),
-        ] {
-            std::fs::write(&path, v)
-                .map_err(|e| interface_err(format!("cannot write {path}"), e))?;
-        }
-        let script =
-            format!("link set dev {host} up\nroute replace {ip_addr}/32 dev {host} scope link\n");
-        ip(None, &["-batch", "-"], Some(&script))
-            .map(|_| ())
-            .map_err(|e| interface_err(format!("cannot configure {host}"), e))
+    /// Route netlink inside the pod's network namespace.
+    pub(super) struct PodNs {
+        path: String,
+        file: File,
+        rtnl: Rtnl,
     }
 
-    /// The pod interface's MAC, state, addresses and routes; `None` if it does not exist.
-    pub(super) fn pod_state(netns: &str, ifname: &str) -> Result<Option<PodState>, CniError> {
-        let Some(link) = show_link(Some(netns), ifname)? else {
-            return Ok(None);
-        };
-        let mac = mac_of(&link, ifname)?;
-        let up = link["flags"]
-            .as_array()
-            .is_some_and(|f| f.iter().any(|x| x == "UP"));
-        let parse = |out: Result<String, String>, what: &str| -> Result<Value, CniError> {
-            let out =
-                out.map_err(|e| interface_err(format!("cannot list {what} in {netns}"), e))?;
-            serde_json::from_str(&out)
-                .map_err(|e| interface_err(format!("unexpected {what} output"), e))
-        };
-        let addrs_v = parse(
-            ip(
-                Some(netns),
-                &["-j", "-4", "addr", "show", "dev", ifname],
-                None,
-            ),
-            "addresses",
-        )?;
-        let addrs = addrs_v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
-            .filter_map(|a| Some((a["local"].as_str()?.parse().ok()?, a["prefixlen"].as_u64()?)))
-            .collect();
-        let routes = parse(
-            ip(Some(netns), &["-j", "-4", "route", "show"], None),
-            "routes",
-        )?;
-        let routes = routes.as_array().cloned().unwrap_or_default();
-        let gw = GATEWAY.to_string();
-        let gateway_route = routes.iter().any(|r| {
-            r["dst"] == gw.as_str()
-                && r["dev"] == ifname
-                && r["scope"] == "link"
-                && r["gateway"].is_null()
-        });
-        let default_route = routes
-            .iter()
-            .any(|r| r["dst"] == "default" && r["gateway"] == gw.as_str() && r["dev"] == ifname);
-        Ok(Some(PodState {
-            mac,
-            up,
-            addrs,
-            gateway_route,
-            default_route,
-        }))
-    }
-}
+    impl PodNs {
+        pub(super) fn open(netns: &str) -> Result<PodNs, CniError> {
+            let file = netlink::open_netns(Path::new(netns))
+                .map_err(fail(format!("cannot open network namespace {netns}")))?;
+            let rtnl = Rtnl::open(Some(&file))
+                .map_err(fail(format!("cannot enter network namespace {netns}")))?;
+            Ok(PodNs {
+                path: netns.to_string(),
+                file,
+                rtnl,
+            })
+        }
 
-// ---------------------------------------------------------------------------------------------
-// SHA-1 (FIPS 180-4), only for Calico's veth names: 20 lines beat a dependency.
+        /// Offloads off on the pod side.
+        pub(super) fn offloads_off(&self, dev: &str) -> Result<(), CniError> {
+            offloads_off(Some((&self.file, &self.path)), dev)
+        }
 
-mod sha1 {
-    pub(super) fn digest(msg: &[u8]) -> [u8; 20] {
-        let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
-        let mut data = msg.to_vec();
-        let bits = (msg.len() as u64).wrapping_mul(8);
-        data.push(0x80);
-        while data.len() % 64 != 56 {
-            data.push(0);
+        /// Address, up, and the two routes inside the pod (replaced, so a retry never trips on
+        /// what a killed attempt left); returns the interface's MAC.
+        pub(super) fn configure(
+            &self,
+            ifname: &str,
+            ip_addr: Ipv4Addr,
+        ) -> Result<MacAddr, CniError> {
+            let ns = &self.path;
+            let link = self
+                .rtnl
+                .link(ifname)
+                .map_err(fail(format!("cannot inspect {ifname} in {ns}")))?
+                .ok_or_else(|| {
+                    interface_err("pod interface vanished", format!("{ifname} is not in {ns}"))
+                })?;
+            let mac = link
+                .mac
+                .map(MacAddr)
+                .ok_or_else(|| interface_err(format!("{ifname} has no MAC"), "no IFLA_ADDRESS"))?;
+            let i = link.index;
+            self.rtnl
+                .replace_address(i, ip_addr, 32)
+                .map_err(fail(format!("cannot add {ip_addr}/32 to {ifname} in {ns}")))?;
+            self.rtnl
+                .set_up(i)
+                .map_err(fail(format!("cannot set {ifname} up in {ns}")))?;
+            self.rtnl
+                .replace_route(GATEWAY, 32, i, None, true)
+                .map_err(fail(format!(
+                    "cannot add the route {GATEWAY} dev {ifname} scope link in {ns}"
+                )))?;
+            self.rtnl
+                .replace_route(Ipv4Addr::UNSPECIFIED, 0, i, Some(GATEWAY), false)
+                .map_err(fail(format!(
+                    "cannot add the route default via {GATEWAY} dev {ifname} in {ns}"
+                )))?;
+            Ok(mac)
         }
-        data.extend_from_slice(&bits.to_be_bytes());
-        for chunk in data.chunks_exact(64) {
-            let mut w = [0u32; 80];
-            for (i, word) in chunk.chunks_exact(4).enumerate() {
-                w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-            }
-            for i in 16..80 {
-                w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
-            }
-            let [mut a, mut b, mut c, mut d, mut e] = h;
-            for (i, wi) in w.iter().enumerate() {
-                let (f, k) = match i {
-                    0..=19 => ((b & c) | (!b & d), 0x5A827999),
-                    20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
-                    40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
-                    _ => (b ^ c ^ d, 0xCA62C1D6),
-                };
-                let t = a
-                    .rotate_left(5)
-                    .wrapping_add(f)
-                    .wrapping_add(e)
-                    .wrapping_add(k)
-                    .wrapping_add(*wi);
-                e = d;
-                d = c;
-                c = b.rotate_left(30);
-                b = a;
-                a = t;
-            }
-            for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
-                *x = x.wrapping_add(y);
-            }
+
+        /// The pod interface's MAC, state, addresses and routes; `None` if it does not exist.
+        pub(super) fn state(&self, ifname: &str) -> Result<Option<PodState>, CniError> {
+            let ns = &self.path;
+            let Some(link) = self
+                .rtnl
+                .link(ifname)
+                .map_err(fail(format!("cannot inspect {ifname} in {ns}")))?
+            else {
+                return Ok(None);
+            };
+            let mac = link
+                .mac
+                .map(MacAddr)
+                .ok_or_else(|| interface_err(format!("{ifname} has no MAC"), "no IFLA_ADDRESS"))?;
+            let addrs = self
+                .rtnl
+                .addresses(link.index)
+                .map_err(fail(format!("cannot list the addresses in {ns}")))?;
+            let routes = self
+                .rtnl
+                .routes()
+                .map_err(fail(format!("cannot list the routes in {ns}")))?;
+            let on_link = |r: &&crate::netlink::Route4| r.oif == Some(link.index);
+            let gateway_route = routes
+                .iter()
+                .filter(on_link)
+                .any(|r| r.dst == GATEWAY && r.len == 32 && r.scope_link && r.gateway.is_none());
+            let default_route = routes
+                .iter()
+                .filter(on_link)
+                .any(|r| r.len == 0 && r.gateway == Some(GATEWAY));
+            Ok(Some(PodState {
+                mac,
+                up: link.up,
+                addrs,
+                gateway_route,
+                default_route,
+            }))
         }
-        let mut out = [0u8; 20];
-        for (o, x) in out.chunks_exact_mut(4).zip(h) {
-            o.copy_from_slice(&x.to_be_bytes());
-        }
-        out
     }
 }
 
@@ -1073,36 +1008,21 @@ mod sha1 {
 mod tests {
     use super::*;
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
-
-    #[test]
-    fn sha1_vectors() {
-        assert_eq!(
-            hex(&sha1::digest(b"abc")),
-            "a9993e364706816aba3e25717850c26c9cd0d89d"
-        );
-        assert_eq!(
-            hex(&sha1::digest(b"")),
-            "da39a3ee5e6b4b0d3255bfef95601890afd80709"
-        );
-        assert_eq!(
-            hex(&sha1::digest(
-                b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
-            )),
-            "84983e441c3bd26ebaae4aa1f95129e5e54670f1"
-        );
-    }
-
     #[test]
     fn veth_names_are_calicos() {
-        // sha1("default.nginx") = 8f6c...; Calico: "cali" + 11 hex digits, 15 characters.
-        let n = host_veth_name("default", "nginx");
-        assert_eq!(n.len(), 15);
-        assert!(n.starts_with("cali"));
-        assert_eq!(&n[4..], &hex(&sha1::digest(b"default.nginx"))[..11]);
-        assert_ne!(n, host_veth_name("default", "nginx2"));
+        // Calico: "cali" + the first 11 hex digits of sha1("namespace.pod"), 15 characters.
+        // The expected names were computed independently (Python's hashlib) and are the ones
+        // Ferry's own SHA-1 gave before it used ring's.
+        for (ns, pod, want) in [
+            ("default", "nginx", "calic440f455693"),
+            ("default", "nginx2", "caliab6a8de41e1"),
+            ("kube-system", "coredns-5d78c9869d-abcde", "cali4d5f75c480c"),
+            ("external-ns", "nginx-0", "cali93118286f49"),
+        ] {
+            let n = host_veth_name(ns, pod);
+            assert_eq!(n, want, "{ns}/{pod}");
+            assert_eq!(n.len(), 15);
+        }
     }
 
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

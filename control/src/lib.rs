@@ -15,6 +15,8 @@ pub mod logging;
 pub mod manifest_dir;
 pub mod metrics;
 pub mod model;
+pub mod neigh;
+pub mod netlink;
 pub mod node;
 pub mod policy;
 pub mod replay;

@@ -6,9 +6,10 @@
 //! sockets closed, XDP programs detached).
 //!
 //! Uplink neighbours: the tables file may list them; any next hop it does not list is taken from
-//! the kernel's neighbour table (/proc/net/arp of the node's namespace), refreshed every second.
+//! the kernel's neighbour table of the node's namespace, followed over netlink
+//! ([`crate::neigh`]): a next hop that gets resolved or changes its MAC publishes new tables.
 //! For a next hop the kernel does not know yet, Ferry sends one empty UDP datagram to it through
-//! the kernel, which makes the kernel resolve it with ARP.
+//! the kernel every second, which makes the kernel resolve it with ARP.
 
 use crate::compile::{CompileInputs, LocalEndpoint, NodeCompiler, UPLINK_PORT};
 use crate::ipam::Ipam;
@@ -24,7 +25,7 @@ use pipeline::policy::PolicyTables;
 use pipeline::tables::{NeighborSpec, PortKind, Tables, TablesSpec};
 use pipeline::wire::MacAddr;
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -198,38 +199,6 @@ pub struct NodeOptions {
     pub policy: Option<PathBuf>,
 }
 
-/// The kernel's IPv4 neighbour table of this network namespace: address → MAC, complete
-/// entries only.
-pub fn kernel_neighbors() -> BTreeMap<Ipv4Addr, MacAddr> {
-    let Ok(text) = std::fs::read_to_string("/proc/net/arp") else {
-        return BTreeMap::new();
-    };
-    parse_proc_arp(&text)
-}
-
-/// Parses /proc/net/arp (header line, then "IP HWtype Flags HWaddress Mask Device").
-pub fn parse_proc_arp(text: &str) -> BTreeMap<Ipv4Addr, MacAddr> {
-    let mut out = BTreeMap::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 4 {
-            continue;
-        }
-        // Flags 0x2 = ATF_COM: the entry is complete.
-        let complete = u32::from_str_radix(f[2].trim_start_matches("0x"), 16)
-            .map(|v| v & 0x2 != 0)
-            .unwrap_or(false);
-        if let (Ok(ip), Ok(mac), true) =
-            (f[0].parse::<Ipv4Addr>(), f[3].parse::<MacAddr>(), complete)
-        {
-            if mac != MacAddr::ZERO {
-                out.insert(ip, mac);
-            }
-        }
-    }
-    out
-}
-
 /// The uplink next hops a spec needs: the gateway and peers on the node's subnet.
 fn needed_next_hops(spec: &TablesSpec) -> Vec<Ipv4Addr> {
     let mut v: Vec<Ipv4Addr> = spec.node.gateway.into_iter().collect();
@@ -242,8 +211,9 @@ fn needed_next_hops(spec: &TablesSpec) -> Vec<Ipv4Addr> {
 }
 
 /// Adds kernel-known MACs for next hops the spec does not list, and reads missing port MACs
-/// from the interfaces. Returns the next hops still unresolved.
-fn complete_spec(spec: &mut TablesSpec, kernel: &BTreeMap<Ipv4Addr, MacAddr>) -> Vec<Ipv4Addr> {
+/// from the interfaces. Returns the next hops taken from the kernel, with their MAC (`None`:
+/// still unresolved).
+fn complete_spec(spec: &mut TablesSpec, kernel: &BTreeMap<Ipv4Addr, MacAddr>) -> KernelHops {
     for p in &mut spec.ports {
         if p.mac.is_none() && p.kind == PortKind::Uplink {
             p.mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", p.name))
@@ -251,45 +221,29 @@ fn complete_spec(spec: &mut TablesSpec, kernel: &BTreeMap<Ipv4Addr, MacAddr>) ->
                 .and_then(|s| s.trim().parse().ok());
         }
     }
-    let mut unresolved = Vec::new();
+    let mut hops = KernelHops::new();
     for hop in needed_next_hops(spec) {
         if spec.neighbors.iter().any(|n| n.address == hop) {
             continue;
         }
-        match kernel.get(&hop) {
-            Some(mac) => spec.neighbors.push(NeighborSpec {
-                address: hop,
-                mac: *mac,
-            }),
-            None => unresolved.push(hop),
+        let mac = kernel.get(&hop).copied();
+        if let Some(mac) = mac {
+            spec.neighbors.push(NeighborSpec { address: hop, mac });
         }
+        hops.insert(hop, mac);
     }
-    unresolved
+    hops
 }
 
-/// Makes the kernel resolve `hop` by sending it an empty UDP datagram (discard port).
-fn poke(hop: Ipv4Addr) {
-    if let Ok(s) = UdpSocket::bind("0.0.0.0:0") {
-        let _ = s.send_to(&[], (hop, 9));
-    }
-}
+/// Next hops taken from the kernel's neighbours, with the MAC the tables use (`None`: not
+/// resolved yet).
+type KernelHops = BTreeMap<Ipv4Addr, Option<MacAddr>>;
 
-/// The kernel's default gateway in this network namespace (/proc/net/route).
-pub fn kernel_default_gateway() -> Option<Ipv4Addr> {
-    let text = std::fs::read_to_string("/proc/net/route").ok()?;
-    parse_proc_route_gateway(&text)
-}
-
-/// The gateway of the default route in /proc/net/route text (fields in host byte order hex).
-pub fn parse_proc_route_gateway(text: &str) -> Option<Ipv4Addr> {
-    text.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if f.len() < 8 || f[1] != "00000000" || f[7] != "00000000" {
-            return None;
-        }
-        let g = u32::from_str_radix(f[2], 16).ok()?;
-        (g != 0).then(|| Ipv4Addr::from(g.swap_bytes()))
-    })
+fn unresolved(hops: &KernelHops) -> Vec<Ipv4Addr> {
+    hops.iter()
+        .filter(|(_, m)| m.is_none())
+        .map(|(h, _)| *h)
+        .collect()
 }
 
 /// The daemon's tables as the cluster defines them: a watched manifest directory, the IPAM
@@ -374,7 +328,6 @@ impl ClusterTables {
             None => Ipam::open(state)?.snapshot()?,
         };
         let (endpoints, placements) = workload_endpoints(state, node)?;
-        let gateway = gateway.or_else(kernel_default_gateway);
         let inputs = CompileInputs {
             ipam: Some(&ipam),
             endpoints: Some(&endpoints),
@@ -488,21 +441,30 @@ impl ClusterTables {
 struct Loaded {
     file_spec: TablesSpec,
     tables: Tables,
-    unresolved: Vec<Ipv4Addr>,
+    hops: KernelHops,
 }
 
-fn load(path: &Path, generation: u64) -> Result<Loaded, TablesFileError> {
+fn load(
+    path: &Path,
+    generation: u64,
+    kernel: &BTreeMap<Ipv4Addr, MacAddr>,
+) -> Result<Loaded, TablesFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| TablesFileError::Read {
         path: path.to_path_buf(),
         source,
     })?;
     let file_spec = tables_file::parse_spec(&text, path)?;
-    compile(file_spec, path, generation)
+    compile(file_spec, path, generation, kernel)
 }
 
-fn compile(file_spec: TablesSpec, path: &Path, generation: u64) -> Result<Loaded, TablesFileError> {
+fn compile(
+    file_spec: TablesSpec,
+    path: &Path,
+    generation: u64,
+    kernel: &BTreeMap<Ipv4Addr, MacAddr>,
+) -> Result<Loaded, TablesFileError> {
     let mut spec = file_spec.clone();
-    let unresolved = complete_spec(&mut spec, &kernel_neighbors());
+    let hops = complete_spec(&mut spec, kernel);
     let tables = Tables::compile(&spec, generation).map_err(|source| TablesFileError::Compile {
         path: path.to_path_buf(),
         source,
@@ -510,7 +472,7 @@ fn compile(file_spec: TablesSpec, path: &Path, generation: u64) -> Result<Loaded
     Ok(Loaded {
         file_spec,
         tables,
-        unresolved,
+        hops,
     })
 }
 
@@ -622,9 +584,11 @@ impl Spec {
 /// Runs the node daemon until SIGTERM or SIGINT.
 pub fn run(opts: NodeOptions) -> Result<()> {
     let mut generation = 1;
+    let kernel = crate::neigh::KernelWatch::start()
+        .context("cannot follow the kernel's neighbours and routes over netlink")?;
     let mut source = match &opts.source {
         TablesSource::File(path) => {
-            let loaded = load(path, generation)?;
+            let loaded = load(path, generation, &kernel.neighbors())?;
             let policy = match &opts.policy {
                 None => None,
                 Some(dir) => {
@@ -666,7 +630,7 @@ pub fn run(opts: NodeOptions) -> Result<()> {
                 node,
                 state,
                 uplink,
-                *gateway,
+                gateway.or_else(|| kernel.default_gateway()),
                 None,
             )?))
         }
@@ -682,14 +646,19 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             node,
             state,
             uplink,
-            *gateway,
+            gateway.or_else(|| kernel.default_gateway()),
             Some(
                 crate::kube_ipam::KubeIpam::connect(kubeconfig.as_deref())
                     .context("cannot set up IPAM in the Kubernetes API")?,
             ),
         )?)),
     };
-    let mut first = compile(source.current(), &source.origin(), generation)?;
+    let mut first = compile(
+        source.current(),
+        &source.origin(),
+        generation,
+        &kernel.neighbors(),
+    )?;
     if let Some(p) = source.policy() {
         first.tables = first.tables.with_policy(p);
     }
@@ -698,7 +667,8 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             "cannot raise RLIMIT_MEMLOCK ({e}); continuing, the kernel may refuse the UMEM"
         );
     }
-    let mut unresolved = first.unresolved;
+    let mut hops = first.hops;
+    let mut kernel_seen = kernel.version();
     let node_name = first.tables.node_name.clone();
     let mut instance = 0u64;
     let mut wg: Option<WgHandle> = None;
@@ -735,7 +705,6 @@ pub fn run(opts: NodeOptions) -> Result<()> {
     );
 
     let mut last_neigh = Instant::now() - Duration::from_secs(2);
-    let mut known = kernel_neighbors();
     // A published generation waiting to be in use by every worker, with its apply time.
     let mut pending: Option<(u64, std::time::SystemTime)> = None;
     while !stop.load(Ordering::Relaxed) {
@@ -794,20 +763,22 @@ pub fn run(opts: NodeOptions) -> Result<()> {
                     tracing::warn!("{e:#}");
                 }
             }
-            for hop in &unresolved {
-                poke(*hop);
-            }
-            let now = kernel_neighbors();
-            if now != known {
-                known = now;
-                next |= !unresolved.is_empty();
-            }
+            kernel.resolve(&unresolved(&hops));
+        }
+        if kernel.version() != kernel_seen {
+            kernel_seen = kernel.version();
+            next |= crate::neigh::hops_moved(&hops, &kernel.neighbors());
         }
         if !next {
             continue;
         }
         generation += 1;
-        let l = match compile(source.current(), &source.origin(), generation) {
+        let l = match compile(
+            source.current(),
+            &source.origin(),
+            generation,
+            &kernel.neighbors(),
+        ) {
             Ok(mut l) => {
                 if let Some(p) = source.policy() {
                     l.tables = l.tables.with_policy(p);
@@ -827,7 +798,7 @@ pub fn run(opts: NodeOptions) -> Result<()> {
                 continue;
             }
         };
-        unresolved = l.unresolved;
+        hops = l.hops;
         let wg_new = match ensure_wireguard(&source, &l.tables, &mut wg, Some(&metrics_state)) {
             Ok(n) => n,
             Err(e) => {
@@ -865,24 +836,4 @@ pub fn run(opts: NodeOptions) -> Result<()> {
     drop(running);
     tracing::info!("stopped: sockets closed, XDP programs detached");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proc_arp_keeps_complete_entries_only() {
-        let text =
-            "IP address       HW type     Flags       HW address            Mask     Device\n\
-                    192.168.10.254   0x1         0x2         02:00:c0:a8:0a:fe     *        eth0\n\
-                    192.168.10.102   0x1         0x0         00:00:00:00:00:00     *        eth0\n\
-                    garbage\n";
-        let m = parse_proc_arp(text);
-        assert_eq!(m.len(), 1);
-        assert_eq!(
-            m[&Ipv4Addr::new(192, 168, 10, 254)].to_string(),
-            "02:00:c0:a8:0a:fe"
-        );
-    }
 }

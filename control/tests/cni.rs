@@ -22,8 +22,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_ferry-cni");
 /// Whether the tests can run here; prints why not.
 fn runnable() -> bool {
     match testbeds::can_run() {
-        Ok(()) if have("nsenter") => true,
-        Ok(()) => panic!("nsenter (util-linux) is missing"),
+        Ok(()) if have("ethtool") => true,
+        Ok(()) => panic!("ethtool (used by the tests to read offloads) is missing"),
         Err(e) if std::env::var_os("FERRY_LAB_SKIP").is_some_and(|v| v != "0") => {
             eprintln!("skipping CNI test (FERRY_LAB_SKIP): {e}");
             false
@@ -289,6 +289,12 @@ fn assert_wired(w: &World, net: &Netns, ns: &str, pod: &str, container: &str, ip
     assert_eq!(delay.unwrap().trim(), "0");
     let hr = sh(&["ip", "-4", "route", "show", &format!("{ip}/32")]);
     assert!(hr.contains(&format!("dev {host}")), "host route: {hr}");
+    // Offloads off on both ends, as `ethtool -K … tx off rx off tso off gso off gro off`.
+    assert_offloads_off(&sh(&["ethtool", "-k", &host]), &host);
+    assert_offloads_off(
+        &sh(&["ip", "netns", "exec", &net.name, "ethtool", "-k", "eth0"]),
+        &format!("eth0 in {}", net.name),
+    );
     let wep = w
         .weps()
         .into_iter()
@@ -304,6 +310,30 @@ fn assert_wired(w: &World, net: &Netns, ns: &str, pod: &str, container: &str, ip
         wep.mac
     );
     assert_eq!(w.ipam().address_of(&format!("{ns}/{pod}")), Some(ip));
+}
+
+/// `ethtool -k` output: checksumming, TSO, GSO and GRO are off.
+fn assert_offloads_off(features: &str, dev: &str) {
+    for f in [
+        "rx-checksumming",
+        "tx-checksumming",
+        "tx-checksum-ip-generic",
+        "tcp-segmentation-offload",
+        "tx-tcp-segmentation",
+        "tx-tcp6-segmentation",
+        "generic-segmentation-offload",
+        "generic-receive-offload",
+    ] {
+        let line = features
+            .lines()
+            .map(str::trim)
+            .find(|l| l.split(':').next() == Some(f))
+            .unwrap_or_else(|| panic!("{dev}: no {f} in ethtool -k:\n{features}"));
+        assert!(
+            line.starts_with(&format!("{f}: off")),
+            "{dev}: expected {f} off, saw {line:?}"
+        );
+    }
 }
 
 /// Nothing of the pod is left: no host veth, no endpoint, no IPAM handle.
@@ -710,8 +740,8 @@ fn concurrent_adds_kills_and_dels() {
         let _ = c.kill();
         let _ = c.wait();
     }
-    // The killed binaries' own children (ip, nsenter) finish by themselves.
-    std::thread::sleep(Duration::from_millis(1000));
+    // No child process is left behind: ferry-cni talks netlink itself, and the kernel handles
+    // each request within the sending call, so a killed plugin leaves nothing in flight.
     let s = w.ipam();
     s.check()
         .expect("the IPAM store is consistent after the kills");
@@ -824,4 +854,57 @@ fn new_sandbox_replaces_old_and_late_del_is_harmless() {
         .0
     );
     assert_gone(&w, &ns, "web", "new1");
+}
+
+/// A kernel refusal is reported with the netlink request and the errno: ADD into a namespace
+/// that already has an `eth0` (the veth's pod side cannot take the name) fails with code 100,
+/// names `RTM_NEWLINK` and `File exists (os error 17)`, and rolls back (no veth, no address).
+#[test]
+fn netlink_error_names_the_request_and_errno() {
+    if !runnable() {
+        return;
+    }
+    let ns = unique("ns").replace("ferrycni-", "t");
+    let w = World::new(&manifests(&pool("p", "198.18.7.0/24", 26), &["k8s-w1"], ""));
+    w.track(veth(&ns, "busy"));
+    let net = Netns::new("b");
+    net.ip(&[
+        "link",
+        "add",
+        "name",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "busy-peer",
+    ]);
+    let conf = w.conf("k8s-w1");
+    let path = net.path();
+    let add = Call {
+        command: "ADD",
+        container: "busy1",
+        netns: Some(&path),
+        namespace: &ns,
+        pod: "busy",
+        conf: &conf,
+    };
+    let (ok, v) = add.run();
+    assert!(!ok, "ADD must fail: {v}");
+    assert_eq!(v["code"], 100, "an interface error: {v}");
+    let (msg, details) = (v["msg"].as_str().unwrap(), v["details"].as_str().unwrap());
+    let host = veth(&ns, "busy");
+    assert_eq!(
+        msg,
+        format!("cannot create veth {host} \u{2194} eth0"),
+        "{v}"
+    );
+    assert_eq!(details, "RTM_NEWLINK: File exists (os error 17)", "{v}");
+    assert_gone(&w, &ns, "busy", "busy1");
+    // The namespace's own eth0 is untouched.
+    let link = net.ip(&["-d", "-o", "link", "show", "dev", "eth0"]);
+    assert!(
+        link.contains("veth") && !link.contains("ee:ee:ee:ee:ee:ee"),
+        "{link}"
+    );
 }
