@@ -17,25 +17,32 @@
 //! Modules: [`topology`] (the file format and its checks), [`plan`] (what a topology becomes:
 //! namespaces, links, routes, and the `ip` batches that build them), [`Lab`] (up, down, exec,
 //! spawn, capture, status), [`process`] (guarded child processes), [`tables`] (each node's
-//! forwarding tables for Ferry, derived from the topology).
+//! forwarding tables for Ferry, derived from the topology), [`netns`] (namespaces made outside
+//! a lab, under the same teardown), [`tempdir`] (scratch directories that remove themselves),
+//! [`cpu`] (CPU accounting for benchmarks), [`sys`] (the one command runner).
 
 pub mod bench;
+pub mod cpu;
 pub mod ferry;
 pub mod lab;
+pub mod netns;
 pub mod plan;
 pub mod process;
 pub mod status;
 pub mod sys;
 pub mod tables;
+pub mod tempdir;
 pub mod topology;
 
 pub use lab::{
     normalize_id, prefix_of, BuildStep, DownReport, Lab, LabInfo, LabState, Phase, UpOptions,
     UpTimings, KEEP_ENV, STATE_DIR,
 };
+pub use netns::Namespaces;
 pub use plan::{Plan, Role};
 pub use process::{Capture, LabChild};
 pub use status::LabStatus;
+pub use tempdir::TempDir;
 pub use topology::{Topology, TopologyError, TopologySpec};
 
 /// Everything that can go wrong with a lab.
