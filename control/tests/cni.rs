@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry-cni");
 
@@ -636,6 +636,24 @@ fn pool_exhausted_and_missing_pod_leak_nothing() {
     }
 }
 
+/// The command lines of the processes (but this one) that mention any of `words`.
+fn processes_mentioning(words: &[String]) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.bytes().all(|b| b.is_ascii_digit()) && n != me.as_str()
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| words.iter().any(|w| c.contains(w.as_str())))
+        .collect()
+}
+
 /// 200 concurrent ADDs over 3 nodes sharing one state dir (16 binaries at a time), then SIGKILLed
 /// ADDs retried, then 200+ DELs: no address twice, the stores consistent, nothing left.
 #[test]
@@ -710,8 +728,23 @@ fn concurrent_adds_kills_and_dels() {
         let _ = c.kill();
         let _ = c.wait();
     }
-    // The killed binaries' own children (ip, nsenter) finish by themselves.
-    std::thread::sleep(Duration::from_millis(1000));
+    // The killed binaries' own children (ip, nsenter) finish by themselves: wait until no
+    // process names a killed ADD's namespace or veth any more.
+    let killed: Vec<String> = (N..total)
+        .flat_map(|i| [paths[i].clone(), veth(&ns, &pods[i])])
+        .collect();
+    let t0 = Instant::now();
+    loop {
+        let left = processes_mentioning(&killed);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "10 s after the kills, these still run: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let s = w.ipam();
     s.check()
         .expect("the IPAM store is consistent after the kills");

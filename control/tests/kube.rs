@@ -663,16 +663,9 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "ferry-kube-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch directory, removed on drop.
+fn tempdir(tag: &str) -> testbeds::TempDir {
+    testbeds::TempDir::new(&format!("kube-{tag}")).unwrap()
 }
 
 fn kubeconfig(cluster: &str, user: &str) -> String {
