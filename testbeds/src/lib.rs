@@ -104,6 +104,13 @@ pub enum LabError {
     Ferry(String),
     #[error("timed out waiting for {what}")]
     Timeout { what: String },
+    #[error("{what} did not print {marker:?} ({why}); its output ends:\n{tail}")]
+    NotReady {
+        what: String,
+        marker: String,
+        why: String,
+        tail: String,
+    },
 }
 
 /// Whether this process can build labs (root, `ip` present); the reason if not. Tests use it to

@@ -100,14 +100,14 @@ impl LabChild {
                 let lines: Vec<&str> = out.lines().collect();
                 let tail = lines[lines.len().saturating_sub(15)..].join("\n");
                 let why = match gone {
-                    Some(status) => format!("it exited ({status})"),
-                    None => format!("not after {timeout:?}"),
+                    Some(status) => format!("it exited: {status}"),
+                    None => format!("still running after {timeout:?}"),
                 };
-                return Err(LabError::Timeout {
-                    what: format!(
-                        "{} to print {marker:?}: {why}; its output ends:\n{tail}",
-                        self.label
-                    ),
+                return Err(LabError::NotReady {
+                    what: self.label.clone(),
+                    marker: marker.to_owned(),
+                    why,
+                    tail,
                 });
             }
             std::thread::sleep(Duration::from_millis(20));
