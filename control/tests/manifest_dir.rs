@@ -42,7 +42,7 @@ fn pod(name: &str, node: &str, ip: &str) -> String {
 #[test]
 fn apply_reports_created_unchanged_configured_and_stores_atomically() {
     let d = tempdir("apply");
-    let md = ManifestDir::open(&d.path()).unwrap();
+    let md = ManifestDir::open(d.path()).unwrap();
     let text = format!("{NODES}---\n{}", study("01-default-pool.yaml"));
     let out = md.apply("nodes+pool", &text).unwrap();
     assert_eq!(out.len(), 4);
@@ -76,7 +76,7 @@ fn apply_reports_created_unchanged_configured_and_stores_atomically() {
 #[test]
 fn a_bad_apply_changes_nothing_and_names_file_document_and_field() {
     let d = tempdir("bad");
-    let md = ManifestDir::open(&d.path()).unwrap();
+    let md = ManifestDir::open(d.path()).unwrap();
     md.apply(
         "good",
         &format!("{NODES}---\n{}", study("01-default-pool.yaml")),
@@ -129,7 +129,7 @@ fn a_bad_apply_changes_nothing_and_names_file_document_and_field() {
 fn delete_is_all_or_nothing_and_protects_hand_written_files() {
     let d = tempdir("delete");
     std::fs::write(d.path().join("01-pool.yaml"), study("01-default-pool.yaml")).unwrap();
-    let md = ManifestDir::open(&d.path()).unwrap();
+    let md = ManifestDir::open(d.path()).unwrap();
     md.apply("nodes", NODES).unwrap();
     md.apply("pod", &pod("a", "k8s-w1", "172.16.158.9"))
         .unwrap();
@@ -168,7 +168,7 @@ fn delete_is_all_or_nothing_and_protects_hand_written_files() {
 #[test]
 fn watcher_reports_changes_and_keeps_the_last_good_state() {
     let d = tempdir("watch");
-    let md = ManifestDir::open(&d.path()).unwrap();
+    let md = ManifestDir::open(d.path()).unwrap();
     md.apply(
         "setup",
         &format!("{NODES}---\n{}", study("01-default-pool.yaml")),
