@@ -74,15 +74,19 @@ struct Mark {
 }
 
 fn mark(lab: &Lab, node: &str) -> Mark {
-    let m = metrics(lab, node);
+    mark_of(&metrics(lab, node))
+}
+
+/// The mark in a daemon's metrics text.
+fn mark_of(m: &str) -> Mark {
     Mark {
-        published: metric(&m, "ferry_tables_published_generation").unwrap_or(0.0),
+        published: metric(m, "ferry_tables_published_generation").unwrap_or(0.0),
         used: m
             .lines()
             .filter(|l| l.starts_with("ferry_tables_generation{"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .fold(f64::INFINITY, f64::min),
-        applied: metric(&m, "ferry_apply_to_dataplane_seconds_count").unwrap_or(0.0),
+        applied: metric(m, "ferry_apply_to_dataplane_seconds_count").unwrap_or(0.0),
     }
 }
 
@@ -123,11 +127,12 @@ fn wait_pod_ports(lab: &Lab, pods_on: &BTreeMap<&str, usize>) {
         let seen: Vec<(&str, usize, Mark)> = WORKERS
             .iter()
             .map(|n| {
-                let ports = metrics(lab, n)
+                let text = metrics(lab, n);
+                let ports = text
                     .lines()
                     .filter(|l| l.starts_with("ferry_ports{"))
                     .count();
-                (*n, ports, mark(lab, n))
+                (*n, ports, mark_of(&text))
             })
             .collect();
         if seen.iter().all(|(n, ports, m)| {
