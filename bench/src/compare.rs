@@ -209,9 +209,10 @@ pub struct Lab {
     pub ra_mac: MacAddr,
     pub rb_mac: MacAddr,
     pub sink_mac: MacAddr,
+    /// Dropped first: every process in the namespaces dies with them.
+    namespaces: Namespaces,
     /// Scratch directory (tables, logs); removed on drop.
     pub dir: TempDir,
-    namespaces: Namespaces,
 }
 
 pub const GEN_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -251,8 +252,8 @@ impl Lab {
             ra_mac: MacAddr([0; 6]),
             rb_mac: MacAddr([0; 6]),
             sink_mac: MacAddr([0; 6]),
-            dir,
             namespaces: Namespaces::new(),
+            dir,
         };
         // The guard owns each namespace from the moment it exists: a failure below still
         // cleans up.
