@@ -8,8 +8,18 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -q -- -D warnings
 echo "== cargo test"
+# Tests leave nothing in the temporary directory: they run with one of their own, checked below.
+export TMPDIR="$PWD/target/test-tmp"
+rm -rf "$TMPDIR"
+mkdir -p "$TMPDIR"
 cargo test --workspace --all-targets 2>&1 | tee target/test.log
 # One closing line for the whole suite.
 passed=$(grep -Eo '[0-9]+ passed' target/test.log | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' target/test.log | awk '{s+=$1} END {print s+0}')
 echo "$passed passed, $failed failed"
+left=$(ls -A "$TMPDIR")
+if [ -n "$left" ]; then
+    echo "the tests left files in the temporary directory ($TMPDIR):"
+    echo "$left"
+    exit 1
+fi

@@ -38,6 +38,26 @@ pub fn enter_netns(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Binds a socket to `queue`, waiting (up to 5 s) while the queue is still held by a socket
+/// being torn down: the kernel frees a closed socket's binding asynchronously, so a run right
+/// after another finds it busy for a moment.
+fn bind_when_free(
+    umem: &Umem,
+    iface: &str,
+    queue: u32,
+    rings: RingSizes,
+) -> Result<XskSocket, xsk::XskError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match XskSocket::bind(umem, iface, queue, rings, None) {
+            Err(e) if e.is_busy() && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
+}
+
 fn prepare_thread(netns: Option<&str>, core: Option<usize>) -> Result<()> {
     if let Some(ns) = netns {
         enter_netns(ns)?;
@@ -219,7 +239,7 @@ fn gen_thread(
         fill: 64,
         completion: tx_ring,
     };
-    let mut sock = XskSocket::bind(&umem, &cfg.iface, queue, rings, None)
+    let mut sock = bind_when_free(&umem, &cfg.iface, queue, rings)
         .with_context(|| format!("generator socket on {} queue {queue}", cfg.iface))?;
     let threads = cfg.queues.len() as u32;
     let mine: Vec<u32> = (t as u32..cfg.flows).step_by(threads as usize).collect();
@@ -662,7 +682,7 @@ fn sink_thread(
             fill: 2048,
             completion: 64,
         };
-        let sock = XskSocket::bind(&umem, &cfg.iface, queue, rings, None)
+        let sock = bind_when_free(&umem, &cfg.iface, queue, rings)
             .with_context(|| format!("sink socket on {} queue {queue}", cfg.iface))?;
         Ok((umem, free, sock))
     };

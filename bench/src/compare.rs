@@ -18,7 +18,6 @@
 //! 10.1.0.0 up, in /26 blocks (Calico's block size) routed to the sink's node (192.168.0.2).
 
 use crate::afxdp::{self, enter_netns, GenConfig, GenReport, Latency, Sink, SinkConfig};
-use crate::cpustat::CpuTimes;
 use crate::search::{self, SearchConfig, Trial};
 use crate::template::{Kind, Range, SizeMix, Template};
 use crate::xdp_fwd::XdpRedirect;
@@ -27,11 +26,13 @@ use pipeline::wire::MacAddr;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use testbeds::cpu::{self, CpuTimes};
+use testbeds::{sys, LabChild, Namespaces, TempDir};
 
 /// Every system `compare` knows, in report order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,42 +156,13 @@ impl Default for CompareConfig {
 // ---------------------------------------------------------------------------------------------
 // Commands
 
-fn run(args: &[&str]) -> Result<String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", args[0]))?;
-    if !out.status.success() {
-        bail!(
-            "`{}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+// Every command goes through testbeds' runner ([`sys::run_args`], [`sys::ip_batch`]): one
+// runner, one error that names the command and its stderr.
 
+/// `ip -n NS -batch -` with `lines`.
 fn ip_batch(ns: &str, lines: &str) -> Result<()> {
-    let mut c = Command::new("ip")
-        .args(["-n", ns, "-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot run ip")?;
-    {
-        use std::io::Write;
-        let mut stdin = c.stdin.take().context("ip stdin")?;
-        stdin.write_all(lines.as_bytes()).context("write to ip")?;
-    }
-    let out = c.wait_with_output().context("ip -batch")?;
-    if !out.status.success() {
-        bail!(
-            "ip -n {ns} -batch failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    let lines: Vec<String> = lines.lines().map(str::to_string).collect();
+    sys::ip_batch(Some(ns), &lines, false, "configuring the bench lab")?;
     Ok(())
 }
 
@@ -212,23 +184,11 @@ pub fn check_tools(cfg: &CompareConfig) -> Result<()> {
         ));
     }
     for (prog, from) in need {
-        if which(&prog).is_none() {
+        if !sys::have_program(&prog) {
             bail!("`{prog}` is needed and not found (install: {from}; scripts/setup.sh installs the packages)");
         }
     }
     Ok(())
-}
-
-fn which(prog: &str) -> Option<PathBuf> {
-    let p = Path::new(prog);
-    if p.components().count() > 1 {
-        return p.is_file().then(|| p.to_path_buf());
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(prog))
-            .find(|f| f.is_file())
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -236,7 +196,7 @@ fn which(prog: &str) -> Option<PathBuf> {
 
 static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// Three namespaces and two veth pairs; deleted on drop.
+/// Three namespaces and two veth pairs; deleted (with every process in them) on drop.
 pub struct Lab {
     pub gen_ns: String,
     pub rtr_ns: String,
@@ -249,9 +209,10 @@ pub struct Lab {
     pub ra_mac: MacAddr,
     pub rb_mac: MacAddr,
     pub sink_mac: MacAddr,
+    /// Dropped first: every process in the namespaces dies with them.
+    namespaces: Namespaces,
     /// Scratch directory (tables, logs); removed on drop.
-    pub dir: PathBuf,
-    created: Vec<String>,
+    pub dir: TempDir,
 }
 
 pub const GEN_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -261,7 +222,7 @@ pub const SINK_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 2);
 pub const FIRST_DEST: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 0);
 
 fn link_info(ns: &str, dev: &str) -> Result<(MacAddr, u32)> {
-    let j = run(&["ip", "-n", ns, "-j", "link", "show", dev])?;
+    let j = sys::run_args(&["ip", "-n", ns, "-j", "link", "show", dev])?;
     let v: serde_json::Value = serde_json::from_str(&j).context("ip -j link")?;
     let mac = v[0]["address"]
         .as_str()
@@ -278,8 +239,7 @@ impl Lab {
     pub fn new() -> Result<Lab> {
         let n = LAB_SEQ.fetch_add(1, Ordering::Relaxed);
         let id = format!("fc{}x{n}", std::process::id() % 100_000);
-        let dir = std::env::temp_dir().join(format!("ferry-compare-{id}"));
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let dir = TempDir::new(&format!("compare-{id}"))?;
         let mut lab = Lab {
             gen_ns: format!("{id}-gen"),
             rtr_ns: format!("{id}-rtr"),
@@ -292,59 +252,30 @@ impl Lab {
             ra_mac: MacAddr([0; 6]),
             rb_mac: MacAddr([0; 6]),
             sink_mac: MacAddr([0; 6]),
+            namespaces: Namespaces::new(),
             dir,
-            created: Vec::new(),
         };
-        // The guard exists before anything is created: a failure below still cleans up.
+        // The guard owns each namespace from the moment it exists: a failure below still
+        // cleans up.
         for ns in [&lab.gen_ns, &lab.rtr_ns, &lab.sink_ns] {
-            run(&["ip", "netns", "add", ns])?;
-            lab.created.push(ns.clone());
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+            lab.namespaces.add(ns)?;
         }
-        run(&[
-            "ip",
-            "link",
-            "add",
-            &lab.ga,
-            "netns",
-            &lab.gen_ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &lab.ra,
-            "netns",
-            &lab.rtr_ns,
-        ])?;
-        run(&[
-            "ip",
-            "link",
-            "add",
-            &lab.rb,
-            "netns",
-            &lab.rtr_ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &lab.sb,
-            "netns",
-            &lab.sink_ns,
-        ])?;
+        let ns = &lab.namespaces;
+        ns.veth((&lab.ga, &lab.gen_ns), (&lab.ra, &lab.rtr_ns))?;
+        ns.veth((&lab.rb, &lab.rtr_ns), (&lab.sb, &lab.sink_ns))?;
         for (ns, dev) in [
             (&lab.gen_ns, &lab.ga),
             (&lab.rtr_ns, &lab.ra),
             (&lab.rtr_ns, &lab.rb),
             (&lab.sink_ns, &lab.sb),
         ] {
-            run(&["ip", "-n", ns, "link", "set", dev, "up"])?;
             // Offloads off, as on every lab veth (GRO would batch what a router sees).
-            run(&[
+            sys::run_args(&[
                 "ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "rx", "off", "gro",
                 "off",
             ])?;
         }
-        run(&[
+        sys::run_args(&[
             "ip",
             "-n",
             &lab.gen_ns,
@@ -354,7 +285,7 @@ impl Lab {
             "dev",
             &lab.ga,
         ])?;
-        run(&[
+        sys::run_args(&[
             "ip",
             "-n",
             &lab.sink_ns,
@@ -388,7 +319,7 @@ impl Lab {
     }
 
     fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        run(&[
+        sys::run_args(&[
             "ip",
             "netns",
             "exec",
@@ -396,17 +327,8 @@ impl Lab {
             "sysctl",
             "-qw",
             &format!("{key}={value}"),
-        ])
-        .map(|_| ())
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in &self.created {
-            let _ = run(&["ip", "netns", "del", ns]);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        ])?;
+        Ok(())
     }
 }
 
@@ -420,88 +342,6 @@ pub fn dest_blocks(dests: u32) -> Vec<Ipv4Addr> {
 
 // ---------------------------------------------------------------------------------------------
 // Systems
-
-/// A process of a system, logging to a file; stopped with SIGINT (then SIGKILL) on drop.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-    what: String,
-}
-
-impl Proc {
-    fn spawn(what: &str, argv: &[String], log: PathBuf) -> Result<Proc> {
-        let f = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(f.try_clone()?)
-            .stderr(f)
-            .spawn()
-            .with_context(|| format!("cannot start {what} ({})", argv[0]))?;
-        Ok(Proc {
-            child,
-            log,
-            what: what.to_string(),
-        })
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the log contains `marker`.
-    fn wait_for(&mut self, marker: &str, timeout: Duration) -> Result<()> {
-        let t0 = Instant::now();
-        loop {
-            if self.output().contains(marker) {
-                return Ok(());
-            }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                bail!(
-                    "{} exited ({st}) before it was ready:\n{}",
-                    self.what,
-                    tail(&self.output())
-                );
-            }
-            if t0.elapsed() > timeout {
-                bail!(
-                    "{} not ready after {timeout:?}:\n{}",
-                    self.what,
-                    tail(&self.output())
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-INT", &self.child.id().to_string()])
-                .status();
-            let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// The XDP redirect program held by a thread inside the router namespace.
 struct XdpHolder {
@@ -559,16 +399,26 @@ impl Drop for XdpHolder {
     }
 }
 
+/// A process of a system (`argv`: `ip netns exec NS PROGRAM …`), logging to `log`; stopped on
+/// drop (SIGTERM to its process group, then SIGKILL), and killed with the lab's namespaces in
+/// any case.
+fn spawn_logged(what: &str, argv: &[String], log: &Path) -> Result<LabChild> {
+    let (program, args) = argv.split_first().context("empty command")?;
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    Ok(LabChild::spawn_logged(&mut cmd, what, log)?)
+}
+
 /// What keeps a system running; dropped before the lab.
 #[derive(Default)]
 struct Running {
-    procs: Vec<Proc>,
+    procs: Vec<LabChild>,
     xdp: Option<XdpHolder>,
 }
 
 impl Running {
     fn pids(&self) -> Vec<u32> {
-        self.procs.iter().map(Proc::pid).collect()
+        self.procs.iter().map(LabChild::id).collect()
     }
 }
 
@@ -705,7 +555,7 @@ fn start_system(sys: System, lab: &Lab, cfg: &CompareConfig) -> Result<Running> 
                         rb = lab.rb
                     ),
                 )?;
-                run(&[
+                sys::run_args(&[
                     "bridge",
                     "-n",
                     &lab.rtr_ns,
@@ -766,8 +616,8 @@ fn start_system(sys: System, lab: &Lab, cfg: &CompareConfig) -> Result<Running> 
             if cfg.gen_core == cfg.fwd_core {
                 bail!("testpmd needs two lcores: give --fwd-core different from --gen-core");
             }
-            let mut p = Proc::spawn("dpdk-testpmd", &argv, lab.dir.join("testpmd.log"))?;
-            p.wait_for("forwards packets on", Duration::from_secs(30))?;
+            let mut p = spawn_logged("dpdk-testpmd", &argv, &lab.dir.join("testpmd.log"))?;
+            p.wait_for_output("forwards packets on", Duration::from_secs(30))?;
             r.procs.push(p);
         }
         System::FerryZeroWork
@@ -813,8 +663,8 @@ fn start_system(sys: System, lab: &Lab, cfg: &CompareConfig) -> Result<Running> 
                 argv.push("--policy".into());
                 argv.push(dir.to_string_lossy().into());
             }
-            let mut p = Proc::spawn("ferry node run", &argv, lab.dir.join("ferry.log"))?;
-            p.wait_for("forwarding on", Duration::from_secs(20))?;
+            let mut p = spawn_logged("ferry node run", &argv, &lab.dir.join("ferry.log"))?;
+            p.wait_for_output("forwarding on", Duration::from_secs(20))?;
             r.procs.push(p);
         }
     }
@@ -890,19 +740,12 @@ fn background_load(secs: f64) -> Vec<f64> {
     b.busy_secs_since(&a).iter().map(|x| x / wall).collect()
 }
 
+/// CPU seconds of the system's processes so far; `None` without processes or when one is gone.
 fn proc_cpu_s(pids: &[u32]) -> Option<f64> {
     if pids.is_empty() {
         return None;
     }
-    let mut ticks = 0u64;
-    for pid in pids {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
-        let rest = &s[s.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        ticks += f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    }
-    Some(ticks as f64 / crate::cpustat::USER_HZ)
+    pids.iter().map(|p| cpu::process_seconds(*p)).sum()
 }
 
 struct Trials<'a> {

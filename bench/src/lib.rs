@@ -16,7 +16,6 @@ pub mod account;
 pub mod afxdp;
 pub mod clock;
 pub mod compare;
-pub mod cpustat;
 pub mod pace;
 pub mod rss;
 pub mod search;

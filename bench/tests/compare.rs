@@ -28,10 +28,7 @@ const SYSTEMS: [&str; 9] = [
     "ferry-ipip-policy",
 ];
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+use testbeds::sys::is_root;
 
 fn ferry() -> PathBuf {
     let f = Path::new(BIN).with_file_name("ferry");
@@ -43,29 +40,31 @@ fn ferry() -> PathBuf {
     f
 }
 
+/// The namespaces of the bench labs of `ferry-bench` process `pid`.
 fn namespaces_of(pid: u32) -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    let prefix = format!("fc{}x", pid % 100_000);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(&prefix))
-        .map(String::from)
-        .collect()
+    testbeds::sys::netns_with_prefix(&format!("fc{}x", pid % 100_000)).unwrap()
 }
 
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Whether a system's search is under way in these namespaces: Ferry runs in one of them and
+/// its links have received the generator's packets.
+fn searching(namespaces: &[String]) -> bool {
+    let ferry_runs = testbeds::sys::pids_in(namespaces).iter().any(|(pid, _)| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "ferry")
+    });
+    ferry_runs
+        && namespaces.iter().filter(|n| n.ends_with("-rtr")).any(|n| {
+            let out = testbeds::sys::run_args(&["ip", "-n", n, "-s", "-j", "link", "show"])
+                .unwrap_or_default();
+            let links: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+            links.as_array().is_some_and(|ls| {
+                ls.iter()
+                    .any(|l| l["stats64"]["rx"]["packets"].as_u64().unwrap_or(0) > 1000)
+            })
+        })
 }
 
-fn temp_dir(tag: &str) -> TempDir {
-    let d = std::env::temp_dir().join(format!("fbcmp-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    TempDir(d)
+fn temp_dir(tag: &str) -> testbeds::TempDir {
+    testbeds::TempDir::new(&format!("bench-compare-{tag}")).unwrap()
 }
 
 #[test]
@@ -76,7 +75,7 @@ fn compare_short_measures_every_system_and_writes_the_report() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let d = temp_dir("full");
-    let (json, svg, doc) = (d.0.join("c.json"), d.0.join("c.svg"), d.0.join("bench.md"));
+    let (json, svg, doc) = (d.join("c.json"), d.join("c.svg"), d.join("bench.md"));
     std::fs::write(&doc, "# Benchmarks\n\nHand-written text stays.\n").unwrap();
     let t0 = Instant::now();
     let child = Command::new(BIN)
@@ -190,14 +189,15 @@ fn compare_cleans_up_after_ctrl_c_and_names_a_missing_tool() {
         .unwrap();
     let pid = child.id();
     let t0 = Instant::now();
-    while namespaces_of(pid).len() < 3 {
+    while !searching(&namespaces_of(pid)) {
         assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "the lab never came up"
+            t0.elapsed() < Duration::from_secs(60),
+            "no search under way within 60 s (Ferry running in the lab, traffic through it): \
+             namespaces {:?}",
+            namespaces_of(pid)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_secs(2));
     Command::new("kill")
         .args(["-INT", &pid.to_string()])
         .status()

@@ -8,23 +8,10 @@
 use bench::afxdp::{self, GenConfig, Sink, SinkConfig};
 use bench::template::{Kind, Range, SizeMix, Template};
 use pipeline::wire::MacAddr;
-use std::process::Command;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
-
-fn sh(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{args:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+use std::time::{Duration, Instant};
+use testbeds::sys::run_args;
+use testbeds::Namespaces;
 
 /// Two namespaces joined by a veth pair; deleted on drop (which also deletes the veths).
 struct Loop {
@@ -34,48 +21,45 @@ struct Loop {
     sink_if: String,
     gen_mac: MacAddr,
     sink_mac: MacAddr,
+    _namespaces: Namespaces,
 }
 
 impl Loop {
     fn new(tag: &str) -> Option<Loop> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !testbeds::sys::is_root() {
             eprintln!("skipped: needs root for namespaces and AF_XDP");
             return None;
         }
         let id = format!("fb{}{tag}", std::process::id());
-        let l = Loop {
-            gen_ns: format!("{id}-g"),
-            sink_ns: format!("{id}-s"),
-            gen_if: format!("{id}g"),
-            sink_if: format!("{id}s"),
-            gen_mac: MacAddr([0; 6]),
-            sink_mac: MacAddr([0; 6]),
-        };
-        assert!(l.gen_if.len() <= 15, "interface name too long");
-        // The guard exists before anything is created, so a failure below still cleans up.
-        let mut l = l;
-        sh(&["ip", "netns", "add", &l.gen_ns]).unwrap();
-        sh(&["ip", "netns", "add", &l.sink_ns]).unwrap();
-        sh(&[
-            "ip", "link", "add", &l.gen_if, "netns", &l.gen_ns, "type", "veth", "peer", "name",
-            &l.sink_if, "netns", &l.sink_ns,
-        ])
-        .unwrap();
-        for (ns, dev) in [(&l.gen_ns, &l.gen_if), (&l.sink_ns, &l.sink_if)] {
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]).unwrap();
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]).unwrap();
+        let (gen_ns, sink_ns) = (format!("{id}-g"), format!("{id}-s"));
+        let (gen_if, sink_if) = (format!("{id}g"), format!("{id}s"));
+        assert!(gen_if.len() <= 15, "interface name too long");
+        // The guard owns each namespace from the moment it exists: a failure below still
+        // cleans up.
+        let mut namespaces = Namespaces::new();
+        namespaces.add(&gen_ns).unwrap();
+        namespaces.add(&sink_ns).unwrap();
+        namespaces
+            .veth((&gen_if, &gen_ns), (&sink_if, &sink_ns))
+            .unwrap();
+        for (ns, dev) in [(&gen_ns, &gen_if), (&sink_ns, &sink_if)] {
             // Offloads off as on every lab veth (ethtool may be missing: not fatal here).
-            let _ = sh(&["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"]);
+            let _ = run_args(&["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"]);
         }
         let mac = |ns: &str, dev: &str| -> MacAddr {
-            let j = sh(&["ip", "-n", ns, "-j", "link", "show", dev]).unwrap();
+            let j = run_args(&["ip", "-n", ns, "-j", "link", "show", dev]).unwrap();
             let v: serde_json::Value = serde_json::from_str(&j).unwrap();
             v[0]["address"].as_str().unwrap().parse().unwrap()
         };
-        l.gen_mac = mac(&l.gen_ns, &l.gen_if);
-        l.sink_mac = mac(&l.sink_ns, &l.sink_if);
-        Some(l)
+        Some(Loop {
+            gen_mac: mac(&gen_ns, &gen_if),
+            sink_mac: mac(&sink_ns, &sink_if),
+            gen_ns,
+            sink_ns,
+            gen_if,
+            sink_if,
+            _namespaces: namespaces,
+        })
     }
 
     fn gen(&self, kind: Kind, rate: u64, secs: f64, flows: u32) -> GenConfig {
@@ -104,11 +88,12 @@ impl Loop {
     }
 }
 
-impl Drop for Loop {
-    fn drop(&mut self) {
-        for ns in [&self.gen_ns, &self.sink_ns] {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
+/// Waits until the sink has received `sent` frames (the generator has stopped: what is on its
+/// way arrives within milliseconds), or 5 s pass; the caller checks the counts.
+fn drained(sink: &Sink, sent: u64) {
+    let t0 = Instant::now();
+    while sink.snapshot().totals.received < sent && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -120,7 +105,7 @@ fn veth_loop_zero_loss_then_detects_injected_loss() {
 
     // 10 kpps for 1 s over 8 flows: nothing lost, nothing reordered or duplicated.
     let g = afxdp::run_gen(&l.gen(Kind::Udp, 10_000, 1.0, 8), &stop).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    drained(&sink, g.sent);
     let r = sink.snapshot();
     eprintln!(
         "clean: sent {} ({:.0} pps) received {} lost {} reordered {} dup {} latency p50 {} ns \
@@ -160,7 +145,7 @@ fn veth_loop_zero_loss_then_detects_injected_loss() {
     let mut c = l.gen(Kind::Udp, 10_000, 1.0, 8);
     c.drop_every = Some(10);
     let g = afxdp::run_gen(&c, &stop).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    drained(&sink, g.sent);
     let r = sink.finish().unwrap();
     let used = g.sent + g.injected_drops;
     eprintln!(
@@ -199,7 +184,7 @@ fn veth_loop_every_template_and_imix_round_trips() {
         let mut c = l.gen(kind, 5_000, 0.3, 4);
         c.sizes = SizeMix::imix();
         let g = afxdp::run_gen(&c, &stop).unwrap();
-        std::thread::sleep(Duration::from_millis(200));
+        drained(&sink, g.sent);
         let r = sink.snapshot();
         eprintln!(
             "{kind:?}: sent {} received {} bytes {} lost {}",

@@ -42,8 +42,7 @@ fn help_explains_every_command() {
 
 #[test]
 fn node_run_with_a_bad_tables_file_fails_before_touching_anything() {
-    let dir = std::env::temp_dir().join(format!("ferry-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = testbeds::TempDir::new("cli").unwrap();
     let missing = dir.join("missing.toml");
     let (code, _, err) = ferry(&["node", "run", "--tables", missing.to_str().unwrap()]);
     assert_eq!(code, 1);
@@ -62,7 +61,6 @@ fn node_run_with_a_bad_tables_file_fails_before_touching_anything() {
     assert!(!err.contains("panicked"));
     let (code, _, err) = ferry(&["tables", "check", bad.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -109,8 +107,8 @@ fn get_ippools_and_ipam_show_like_calicoctl() {
     assert!(err.contains("unknown output format"), "{err}");
 
     // Three pods of the external namespace on two nodes, through the library's IPAM.
-    let dir = std::env::temp_dir().join(format!("ferry-cli-ipam-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = testbeds::TempDir::new("cli-ipam").unwrap();
+    let dir = scratch.join("state");
     let loaded = control::model::ClusterState::load_path(std::path::Path::new(manifests)).unwrap();
     let pools: Vec<_> = loaded.state.ip_pools.values().cloned().collect();
     let ipam = control::ipam::Ipam::open(&dir).unwrap();
@@ -159,7 +157,6 @@ fn get_ippools_and_ipam_show_like_calicoctl() {
             .any(|b| b.contains("/24") && b.contains("2 (0%)")),
         "{out}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `ferry` with extra environment variables: (exit code, stdout, stderr).

@@ -217,15 +217,23 @@ fn external_pool_walkthrough() {
         .capture("k8s-rtr:k8s-w1", &file, &["ip".to_string()])
         .expect("capture");
     assert!(http_ok(w1_ns, w2_ip) && http_ok(w1_ns, w0_ip));
-    std::thread::sleep(Duration::from_millis(300));
-    let file = cap.stop().expect("capture file");
-    let rows = testbeds::ferry::tshark(&file, &["ip.proto", "ip.src", "ip.dst"]).expect("tshark");
-    let to = |dst: Ipv4Addr| {
+    let fields = ["ip.proto", "ip.src", "ip.dst"];
+    let to_in = |rows: &[Vec<String>], dst: Ipv4Addr| {
         rows.iter()
             .filter(|r| r[2].ends_with(&dst.to_string()) && r[1].ends_with(&w1_ip.to_string()))
             .map(|r| r[0].clone())
             .collect::<Vec<_>>()
     };
+    // Until both fetches' packets are in the file.
+    let file = cap
+        .stop_when(Duration::from_secs(5), |f| {
+            testbeds::ferry::tshark(f, &fields).is_ok_and(|rows| {
+                !to_in(&rows, w2_ip).is_empty() && !to_in(&rows, w0_ip).is_empty()
+            })
+        })
+        .expect("capture file");
+    let rows = testbeds::ferry::tshark(&file, &fields).expect("tshark");
+    let to = |dst: Ipv4Addr| to_in(&rows, dst);
     let plain = to(w2_ip);
     let ipip = to(w0_ip);
     assert!(

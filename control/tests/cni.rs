@@ -66,16 +66,24 @@ fn sh(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A network namespace, deleted on drop (which destroys the veth pairs with a side in it).
+/// A pod's network namespace as a runtime makes it (loopback up), deleted on drop with every
+/// process in it (which destroys the veth pairs with a side in it).
 struct Netns {
     name: String,
+    _guard: testbeds::Namespaces,
 }
 
 impl Netns {
     fn new(tag: &str) -> Netns {
         let name = unique(tag);
-        sh(&["ip", "netns", "add", &name]);
-        Netns { name }
+        let mut guard = testbeds::Namespaces::new();
+        guard
+            .add(&name)
+            .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
+        Netns {
+            name,
+            _guard: guard,
+        }
     }
 
     fn path(&self) -> String {
@@ -86,14 +94,6 @@ impl Netns {
         let mut a = vec!["ip", "-n", &self.name];
         a.extend_from_slice(args);
         sh(&a)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
     }
 }
 

@@ -818,31 +818,9 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-/// A directory of the test's own, removed when dropped (also when the test fails).
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn join(&self, p: &str) -> std::path::PathBuf {
-        self.0.join(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempdir(tag: &str) -> TempDir {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "ferry-kube-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    TempDir(d)
+/// A scratch directory, removed on drop.
+fn tempdir(tag: &str) -> testbeds::TempDir {
+    testbeds::TempDir::new(&format!("kube-{tag}")).unwrap()
 }
 
 fn kubeconfig(cluster: &str, user: &str) -> String {
@@ -987,26 +965,26 @@ fn kubeconfig_insecure_and_plain_http() {
 #[test]
 fn in_cluster_reads_the_service_account() {
     let dir = tempdir("sa");
-    let e = KubeConfig::in_cluster_at("10.96.0.1", "443", &dir.0)
+    let e = KubeConfig::in_cluster_at("10.96.0.1", "443", dir.path())
         .unwrap_err()
         .to_string();
     assert!(e.contains("token"), "{e}");
     std::fs::write(dir.join("token"), "sa-token").unwrap();
-    let e = KubeConfig::in_cluster_at("10.96.0.1", "443", &dir.0)
+    let e = KubeConfig::in_cluster_at("10.96.0.1", "443", dir.path())
         .unwrap_err()
         .to_string();
     assert!(e.contains("ca.crt"), "{e}");
     std::fs::write(dir.join("ca.crt"), CERT).unwrap();
-    let c = KubeConfig::in_cluster_at("10.96.0.1", "443", &dir.0).expect("valid");
+    let c = KubeConfig::in_cluster_at("10.96.0.1", "443", dir.path()).expect("valid");
     assert_eq!(c.host(), "10.96.0.1");
     assert_eq!(c.port(), 443);
     assert_eq!(c.token(), Some(Token::File(dir.join("token"))));
     assert_eq!(c.trust(), Some(Trust::Roots(1)));
     // An IPv6 service address, as KUBERNETES_SERVICE_HOST gives it (without brackets).
-    let c = KubeConfig::in_cluster_at("fd00:10:96::1", "6443", &dir.0).expect("valid");
+    let c = KubeConfig::in_cluster_at("fd00:10:96::1", "6443", dir.path()).expect("valid");
     assert_eq!((c.host(), c.port()), ("fd00:10:96::1", 6443));
     assert_eq!(c.server_url(), "https://[fd00:10:96::1]:6443");
-    let e = KubeConfig::in_cluster_at("10.96.0.1", "https", &dir.0)
+    let e = KubeConfig::in_cluster_at("10.96.0.1", "https", dir.path())
         .unwrap_err()
         .to_string();
     assert!(e.contains("KUBERNETES_SERVICE_PORT"), "{e}");

@@ -117,17 +117,26 @@ fn the_wire_format_of_each_mode() {
     ] {
         let fl = ferry(&lab, mode);
         let fields = ["ip.proto", "ip.src", "ip.dst", "udp.dstport", "vxlan.vni"];
+        let to_pod = |rows: &[Vec<String>], pod: Ipv4Addr| {
+            rows.iter()
+                .find(|r| r[1].ends_with("172.16.158.1") && r[2].ends_with(&pod.to_string()))
+                .cloned()
+        };
         let rows = fl
-            .capture("k8s-rtr:k8s-w1", "ip", &fields, || {
-                fl.ping("k8s-w1-pod1", p_w2).unwrap();
-                fl.ping("k8s-w1-pod1", p_w0).unwrap();
-            })
+            .capture(
+                "k8s-rtr:k8s-w1",
+                "ip",
+                &fields,
+                || {
+                    fl.ping("k8s-w1-pod1", p_w2).unwrap();
+                    fl.ping("k8s-w1-pod1", p_w0).unwrap();
+                },
+                |rows| to_pod(rows, p_w2).is_some() && to_pod(rows, p_w0).is_some(),
+            )
             .unwrap();
         let name = mode.name();
         let check = |dst_node: &str, pod: Ipv4Addr, proto: &str| {
-            let r = rows
-                .iter()
-                .find(|r| r[1].ends_with("172.16.158.1") && r[2].ends_with(&pod.to_string()))
+            let r = to_pod(&rows, pod)
                 .unwrap_or_else(|| panic!("{name}: no packet to {pod} on k8s-w1's link: {rows:?}"));
             match proto {
                 "1" => {
@@ -350,10 +359,18 @@ fn sighup_reloads_without_dropping_traffic() {
         }
         t.join().unwrap().expect("transfer across reloads");
     });
-    std::thread::sleep(Duration::from_millis(300));
-    let generation = fl
-        .counter("k8s-w1", "ferry_tables_published_generation", &[])
-        .unwrap();
+    // Every outcome is logged after its metric is set: the generation shows the five good
+    // reloads by now; poll a little in case the log was read first.
+    let t0 = Instant::now();
+    let generation = loop {
+        let g = fl
+            .counter("k8s-w1", "ferry_tables_published_generation", &[])
+            .unwrap();
+        if g >= 6 || t0.elapsed() > Duration::from_secs(5) {
+            break g;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(
         generation >= 6,
         "5 good reloads published: generation {generation}"

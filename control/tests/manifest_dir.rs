@@ -6,22 +6,13 @@ use control::compile::{CompileInputs, NodeCompiler};
 use control::manifest_dir::{DirWatcher, ManifestDir, Outcome};
 use control::model::Kind;
 use control::source::{apply_changes, Change};
-use std::path::PathBuf;
 use std::process::Command;
 
 const STUDY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/study");
 
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-fn tempdir(tag: &str) -> TempDir {
-    let d = std::env::temp_dir().join(format!("ferry-md-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    TempDir(d)
+/// A scratch directory, removed on drop.
+fn tempdir(tag: &str) -> testbeds::TempDir {
+    testbeds::TempDir::new(&format!("md-{tag}")).unwrap()
 }
 
 fn study(name: &str) -> String {
@@ -51,7 +42,7 @@ fn pod(name: &str, node: &str, ip: &str) -> String {
 #[test]
 fn apply_reports_created_unchanged_configured_and_stores_atomically() {
     let d = tempdir("apply");
-    let md = ManifestDir::open(&d.0).unwrap();
+    let md = ManifestDir::open(d.path()).unwrap();
     let text = format!("{NODES}---\n{}", study("01-default-pool.yaml"));
     let out = md.apply("nodes+pool", &text).unwrap();
     assert_eq!(out.len(), 4);
@@ -73,7 +64,7 @@ fn apply_reports_created_unchanged_configured_and_stores_atomically() {
         "192.168.20.101/24"
     );
     // No temporary file is left behind.
-    let leftovers: Vec<_> = std::fs::read_dir(d.0.join(".ferry"))
+    let leftovers: Vec<_> = std::fs::read_dir(d.path().join(".ferry"))
         .unwrap()
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -85,13 +76,13 @@ fn apply_reports_created_unchanged_configured_and_stores_atomically() {
 #[test]
 fn a_bad_apply_changes_nothing_and_names_file_document_and_field() {
     let d = tempdir("bad");
-    let md = ManifestDir::open(&d.0).unwrap();
+    let md = ManifestDir::open(d.path()).unwrap();
     md.apply(
         "good",
         &format!("{NODES}---\n{}", study("01-default-pool.yaml")),
     )
     .unwrap();
-    let before = std::fs::read(d.0.join(".ferry/applied.yaml")).unwrap();
+    let before = std::fs::read(d.path().join(".ferry/applied.yaml")).unwrap();
     // Second document bad: the first (valid) one must not be stored either.
     let bad_mode = format!(
         "{}---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: p2}}\nspec: {{cidr: 10.9.0.0/16, ipipMode: Sometimes}}\n",
@@ -123,7 +114,7 @@ fn a_bad_apply_changes_nothing_and_names_file_document_and_field() {
         "{e}"
     );
     assert_eq!(
-        std::fs::read(d.0.join(".ferry/applied.yaml")).unwrap(),
+        std::fs::read(d.path().join(".ferry/applied.yaml")).unwrap(),
         before
     );
     assert!(!md
@@ -137,8 +128,8 @@ fn a_bad_apply_changes_nothing_and_names_file_document_and_field() {
 #[test]
 fn delete_is_all_or_nothing_and_protects_hand_written_files() {
     let d = tempdir("delete");
-    std::fs::write(d.0.join("01-pool.yaml"), study("01-default-pool.yaml")).unwrap();
-    let md = ManifestDir::open(&d.0).unwrap();
+    std::fs::write(d.path().join("01-pool.yaml"), study("01-default-pool.yaml")).unwrap();
+    let md = ManifestDir::open(d.path()).unwrap();
     md.apply("nodes", NODES).unwrap();
     md.apply("pod", &pod("a", "k8s-w1", "172.16.158.9"))
         .unwrap();
@@ -177,7 +168,7 @@ fn delete_is_all_or_nothing_and_protects_hand_written_files() {
 #[test]
 fn watcher_reports_changes_and_keeps_the_last_good_state() {
     let d = tempdir("watch");
-    let md = ManifestDir::open(&d.0).unwrap();
+    let md = ManifestDir::open(d.path()).unwrap();
     md.apply(
         "setup",
         &format!("{NODES}---\n{}", study("01-default-pool.yaml")),
@@ -194,13 +185,13 @@ fn watcher_reports_changes_and_keeps_the_last_good_state() {
     );
     // A broken hand-written file: an error, and the good state stays.
     std::fs::write(
-        d.0.join("zz-broken.yaml"),
+        d.path().join("zz-broken.yaml"),
         "apiVersion: v1\nkind: Pod\nmetadata: {}\n",
     )
     .unwrap();
     assert!(w.poll().is_err());
     assert!(w.state().pods.contains_key(&("default".into(), "a".into())));
-    std::fs::remove_file(d.0.join("zz-broken.yaml")).unwrap();
+    std::fs::remove_file(d.path().join("zz-broken.yaml")).unwrap();
     md.delete("del", &pod("a", "k8s-w2", "172.16.184.1"), false)
         .unwrap();
     let changes = w.poll().unwrap().expect("a change");
@@ -296,8 +287,8 @@ fn incremental_compile_equals_full_compile_after_every_change() {
 fn ferry_apply_and_delete_from_the_command_line() {
     let d = tempdir("cli");
     let input = tempdir("cli-input");
-    let m = d.0.to_str().unwrap();
-    let f = input.0.join("in.yaml");
+    let m = d.path().to_str().unwrap();
+    let f = input.path().join("in.yaml");
     std::fs::write(
         &f,
         format!("{NODES}---\n{}", study("02-external-pool.yaml")),

@@ -63,30 +63,87 @@ fn cluster_manifests() -> String {
     out
 }
 
-/// The tables generation each daemon has published.
-fn generations(lab: &Lab) -> Vec<f64> {
-    WORKERS
-        .iter()
-        .map(|n| metric(&metrics(lab, n), "ferry_tables_published_generation").unwrap_or(0.0))
-        .collect()
+/// Where a daemon stands: the tables generation it published last, the generation its
+/// slowest worker uses, and how many stamped changes (`ferry apply`/`delete`, CNI) reached
+/// every worker (the apply → dataplane histogram's count; neighbour refreshes do not count).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Mark {
+    published: f64,
+    used: f64,
+    applied: f64,
 }
 
-/// Waits until every daemon published tables newer than `before` and its workers use them.
-fn wait_published(lab: &Lab, before: &[f64]) {
+fn mark(lab: &Lab, node: &str) -> Mark {
+    mark_of(&metrics(lab, node))
+}
+
+/// The mark in a daemon's metrics text.
+fn mark_of(m: &str) -> Mark {
+    Mark {
+        published: metric(m, "ferry_tables_published_generation").unwrap_or(0.0),
+        used: m
+            .lines()
+            .filter(|l| l.starts_with("ferry_tables_generation{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .fold(f64::INFINITY, f64::min),
+        applied: metric(m, "ferry_apply_to_dataplane_seconds_count").unwrap_or(0.0),
+    }
+}
+
+/// Every daemon's mark, before a change.
+fn generations(lab: &Lab) -> Vec<Mark> {
+    WORKERS.iter().map(|n| mark(lab, n)).collect()
+}
+
+/// Waits until every daemon has the change made after `before` in use on every worker: a
+/// newer generation published, every worker on it, and one more stamped change applied (the
+/// previous wait saw the one before it applied, so this one is the new change).
+fn wait_published(lab: &Lab, before: &[Mark]) {
     let t0 = Instant::now();
     loop {
-        let ok = WORKERS.iter().zip(before).all(|(n, b)| {
-            let m = metrics(lab, n);
-            let published = metric(&m, "ferry_tables_published_generation").unwrap_or(0.0);
-            let used = metric(&m, "ferry_tables_generation{").unwrap_or(0.0);
-            published > *b && used >= published
+        let now = generations(lab);
+        let ok = now.iter().zip(before).all(|(n, b)| {
+            n.published > b.published && n.used >= n.published && n.applied > b.applied
         });
         if ok {
             return;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(10),
-            "tables were not republished"
+            "waited 10 s for every daemon to publish the change and use it on every worker \
+             (published generation up, every worker on it, one more change applied); \
+             before {before:?}, now {now:?} (nodes {WORKERS:?})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until each daemon forwards on its uplink and one port per pod placed on its node
+/// (`ferry_ports`; pods came: the dataplane restarted with their ports), with every worker on
+/// the tables it published last.
+fn wait_pod_ports(lab: &Lab, pods_on: &BTreeMap<&str, usize>) {
+    let t0 = Instant::now();
+    loop {
+        let seen: Vec<(&str, usize, Mark)> = WORKERS
+            .iter()
+            .map(|n| {
+                let text = metrics(lab, n);
+                let ports = text
+                    .lines()
+                    .filter(|l| l.starts_with("ferry_ports{"))
+                    .count();
+                (*n, ports, mark_of(&text))
+            })
+            .collect();
+        if seen.iter().all(|(n, ports, m)| {
+            *ports == 1 + pods_on.get(n).copied().unwrap_or(0) && m.used >= m.published
+        }) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "waited 30 s for every daemon to forward on its uplink and its pods' ports \
+             {pods_on:?} with every worker on its latest tables; saw (node, ports, mark) {seen:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -108,6 +165,7 @@ fn every_case_matches_offline_and_on_the_wire() {
 
     // Kubelet: the nine pods, round robin over the nodes, each serving 80/81 TCP/UDP.
     let mut pods: Vec<(String, String)> = Vec::new(); // (ns/pod, netns)
+    let mut pods_on: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, (ns, pod)) in netpol::NAMESPACES
         .iter()
         .flat_map(|ns| netpol::PODS.iter().map(move |p| (*ns, *p)))
@@ -121,6 +179,7 @@ fn every_case_matches_offline_and_on_the_wire() {
         })
         .to_string();
         add_pod(lab, guard, node, (ns, pod), &netns, &conf);
+        *pods_on.entry(node).or_default() += 1;
         let ip = netpol::pod_ip(ns, pod);
         // Every port some case probes (80 and 81, and the endPort cases' 90 and 91).
         let mut served: Vec<String> = netpol::cases()
@@ -146,8 +205,9 @@ fn every_case_matches_offline_and_on_the_wire() {
         guard.children.push(c);
         pods.push((format!("{ns}/{pod}"), netns));
     }
-    // Every daemon knows every pod before the first case.
-    std::thread::sleep(Duration::from_millis(500));
+    // Every daemon knows every pod before the first case: its own pods' ports (below), and
+    // every other pod's address (every pod reaches every pod, further below).
+    wait_pod_ports(lab, &pods_on);
 
     let probe = |ports: &[(u16, &str)]| -> BTreeMap<(String, String, u16, String), bool> {
         let children: Vec<(String, std::process::Child)> = pods
@@ -195,6 +255,30 @@ fn every_case_matches_offline_and_on_the_wire() {
         }
         out
     };
+
+    // No policy yet, so every pod reaches every other pod on TCP 80 once every daemon routes
+    // to every pod (a pod on another node by its /32: the e2e addresses are not in the blocks
+    // their nodes own).
+    let t0 = Instant::now();
+    loop {
+        let seen = probe(&[(80, "TCP")]);
+        let unreached: Vec<String> = seen
+            .iter()
+            .filter(|(_, ok)| !**ok)
+            .map(|((from, to, _, _), _)| format!("{from} -> {to}"))
+            .collect();
+        if unreached.is_empty() && seen.len() == pods.len() * pods.len() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "waited 30 s for every pod to reach every pod on TCP 80 (no policy yet); \
+             {} of {} pairs probed, unreached: {}",
+            seen.len(),
+            pods.len() * pods.len(),
+            unreached.join(", ")
+        );
+    }
 
     let mut failures = Vec::new();
     // FERRY_NETPOL_CASES=TEXT runs only the cases whose name contains TEXT (for debugging).
@@ -385,25 +469,47 @@ fn spoofing_and_fragments(
     let rtr = lab.router_netns();
     send(&rtr, &["ipip", w0, w1, &xb, &xa, "80", "tunnel-spoof"]);
     send(&rtr, &["ipip", w0, w1, &xc, &xa, "80", "tunnel-honest"]);
-    std::thread::sleep(Duration::from_millis(500));
-    let file = cap.stop().expect("capture file");
-    let out = Command::new("tshark")
-        .args(["-n", "-o", "ip.defragment:FALSE", "-r"])
-        .arg(&file)
-        .args(["-T", "fields", "-E", "separator=|"])
-        .args([
-            "-e",
-            "ip.src",
-            "-e",
-            "ip.id",
-            "-e",
-            "ip.frag_offset",
-            "-e",
-            "udp.dstport",
-        ])
-        .output()
-        .expect("tshark");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // Wait until what must arrive has (the honest packets, captured in x/a) and what must be
+    // dropped has been counted (each dropped packet counted where it is dropped): everything
+    // sent has then been decided, so a packet that should not arrive would be in the capture.
+    let read = |file: &std::path::Path| -> String {
+        let out = Command::new("tshark")
+            .args(["-n", "-o", "ip.defragment:FALSE", "-r"])
+            .arg(file)
+            .args(["-T", "fields", "-E", "separator=|"])
+            .args([
+                "-e",
+                "ip.src",
+                "-e",
+                "ip.id",
+                "-e",
+                "ip.frag_offset",
+                "-e",
+                "udp.dstport",
+            ])
+            .output()
+            .expect("tshark");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let decided = |text: &str| {
+        let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
+        let udp_arrived = |src: &str| {
+            rows.iter()
+                .any(|r| r.len() == 4 && r[0] == src && r[3] == "80")
+        };
+        let (w1, w2) = (counted("k8s-w1"), counted("k8s-w2"));
+        udp_arrived(&ya)
+            && udp_arrived(&xc)
+            && rows.iter().any(|r| r.len() == 4 && r[1] == "0x1003")
+            && w1[0] - w1_before[0] >= 1.0
+            && w1[1] - w1_before[1] >= 1.0
+            && w1[2] - w1_before[2] >= 4.0
+            && w2[3] - w2_before[3] >= 1.0
+    };
+    let file = cap
+        .stop_when(Duration::from_secs(10), |f| decided(&read(f)))
+        .expect("capture file");
+    let text = read(&file);
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
     let from = |src: &str| rows.iter().filter(|r| r[0] == src).count();
     let with_id = |id: &str| rows.iter().filter(|r| r[1] == id).count();

@@ -4,7 +4,7 @@
 mod netpol;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 fn ferry(args: &[&str]) -> (i32, String, String) {
@@ -19,15 +19,13 @@ fn ferry(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ferry-policy-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch directory, removed on drop.
+fn temp_dir(name: &str) -> testbeds::TempDir {
+    testbeds::TempDir::new(&format!("policy-{name}")).unwrap()
 }
 
 /// A manifest directory with the e2e cluster and `policies`.
-fn case_dir(name: &str, policies: &str) -> PathBuf {
+fn case_dir(name: &str, policies: &str) -> testbeds::TempDir {
     let d = temp_dir(name);
     std::fs::write(d.join("00-cluster.yaml"), netpol::cluster_yaml()).unwrap();
     std::fs::write(d.join("10-policies.yaml"), policies).unwrap();
@@ -116,7 +114,6 @@ fn e2e_cases() {
                 ));
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
     assert!(
         failures.is_empty(),
@@ -198,7 +195,6 @@ fn check_names_the_deciding_policy_and_rule() {
         assert_eq!(code, 1, "{args:?}");
         assert!(err.starts_with("ferry: "), "{err}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -239,7 +235,6 @@ fn calico_check_text() {
             && out.contains("allow by NetworkPolicy x/allow-all ingress rule 0"),
         "{out}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -291,7 +286,6 @@ fn matrix_table_format() {
         "yaml",
     ]);
     assert_eq!(code, 1, "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -355,6 +349,5 @@ fn bad_policies_exit_1_naming_policy_and_field() {
                 assert!(err.contains(n), "{name}: {n:?} not in {err}");
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -17,23 +17,14 @@ use std::time::Duration;
 use study::{mac_of, node, pod_address, vtep_mac_of};
 
 /// A scratch directory removed on drop, unique per test.
-struct Scratch(PathBuf);
+struct Scratch(testbeds::TempDir);
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("ferry-replay-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
+        Scratch(testbeds::TempDir::new(&format!("replay-{name}")).unwrap())
     }
     fn path(&self, f: &str) -> PathBuf {
         self.0.join(f)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

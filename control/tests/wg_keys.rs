@@ -147,9 +147,7 @@ fn the_key_goes_on_the_node_in_the_api_after_a_conflict() {
 
 #[test]
 fn the_key_goes_on_the_node_in_the_manifest_directory() {
-    let dir = std::env::temp_dir().join(format!("ferry-wgpub-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = testbeds::TempDir::new("wgpub").unwrap();
     std::fs::write(
         dir.join("nodes.yaml"),
         "apiVersion: v1\nkind: Node\nmetadata:\n  name: k8s-w1\n  labels:\n    zone: a\n  annotations:\n    projectcalico.org/IPv4Address: 192.168.10.101/24\n",
@@ -172,5 +170,4 @@ fn the_key_goes_on_the_node_in_the_manifest_directory() {
     assert_eq!(facts.wg_key, Some(key));
     assert_eq!(facts.address.to_string(), "192.168.10.101");
     assert!(dir.join(".ferry/applied.yaml").exists());
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -36,6 +36,15 @@ fn ping(netns: &str, to: Ipv4Addr) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether a TCP connection to local port `port` is established in namespace `netns`.
+fn established(netns: &str, port: u16) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", netns, "ss", "-Htn", "state", "established"])
+        .arg(format!("sport = :{port}"))
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.trim_ascii().is_empty())
+}
+
 /// A TCP transfer of `bytes` from `from` to `to` (in `to_ns`): both ends print the byte count
 /// and SHA-256 they saw; Ok when they agree.
 fn tcp(from: &str, to_ns: &str, to: Ipv4Addr, bytes: usize, port: u16) -> Result<(), String> {
@@ -218,23 +227,28 @@ fn wireguard_between_ferry_nodes() {
         "ping + 10 MB TCP over WireGuard, 6 pairs: {:.1} s",
         t_start.elapsed().as_secs_f64()
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let file = cap.stop().expect("capture file");
-
-    // tshark's view of k8s-w1's link: WireGuard only, between node addresses.
-    let rows = testbeds::ferry::tshark(
-        &file,
-        &[
-            "ip.src",
-            "ip.dst",
-            "ip.proto",
-            "udp.srcport",
-            "udp.dstport",
-            "wg.type",
-            "udp.length",
-        ],
-    )
-    .expect("tshark");
+    // tshark's view of k8s-w1's link: WireGuard only, between node addresses. Captured until
+    // the handshakes and the transfers' data messages are in the file.
+    let fields = [
+        "ip.src",
+        "ip.dst",
+        "ip.proto",
+        "udp.srcport",
+        "udp.dstport",
+        "wg.type",
+        "udp.length",
+    ];
+    let file = cap
+        .stop_when(Duration::from_secs(10), |f| {
+            testbeds::ferry::tshark(f, &fields).is_ok_and(|rows| {
+                let has = |t: &str| rows.iter().any(|r| r[5] == t);
+                has("1")
+                    && has("2")
+                    && rows.iter().filter(|r| r[5] == "4").count() > 4 * BYTES / 1500
+            })
+        })
+        .expect("capture file");
+    let rows = testbeds::ferry::tshark(&file, &fields).expect("tshark");
     let node_addrs: Vec<String> = cl
         .topo
         .nodes()
@@ -359,7 +373,15 @@ fn wireguard_between_ferry_nodes() {
         let (from, to_ns) = (w1_ns.clone(), w0_ns.clone());
         std::thread::spawn(move || tcp(&from, &to_ns, w0_ip, 3 * BYTES, 5400))
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // Ferry stops once the transfer is under way (its connection established at the server).
+    let t0 = Instant::now();
+    while !established(w0_ns, 5400) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the transfer to port 5400 in {w0_ns} never got established"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     child.stop().expect("ferry on k8s-w0 stops");
     daemons.extend(start_daemons(lab, &["k8s-w0"], &m, &s));
     let t0 = Instant::now();
@@ -645,13 +667,19 @@ fn wireguard_go_interop() {
         )
         .expect("capture");
     assert!(ping(&w0_ns, w1_ip));
-    std::thread::sleep(Duration::from_millis(300));
-    let file = cap.stop().expect("capture file");
-    let rows =
-        testbeds::ferry::tshark(&file, &["ip.dst", "wg.type", "udp.payload"]).expect("tshark");
+    let fields = ["ip.dst", "wg.type", "udp.payload"];
+    let to_w1 =
+        |r: &&Vec<String>| r[0] == w1.address.to_string() && r[1] == "4" && r[2].len() > 100;
+    // Until the ping's data message to k8s-w1 is in the file.
+    let file = cap
+        .stop_when(Duration::from_secs(5), |f| {
+            testbeds::ferry::tshark(f, &fields).is_ok_and(|rows| rows.iter().any(|r| to_w1(&r)))
+        })
+        .expect("capture file");
+    let rows = testbeds::ferry::tshark(&file, &fields).expect("tshark");
     let data: Vec<u8> = rows
         .iter()
-        .filter(|r| r[0] == w1.address.to_string() && r[1] == "4" && r[2].len() > 100)
+        .filter(to_w1)
         .map(|r| r[2].replace(':', ""))
         .next_back()
         .map(|h| {
@@ -726,20 +754,9 @@ fn wireguard_go_interop() {
     drop(daemons);
 }
 
-/// Busy CPU seconds of the whole machine so far (every state but idle and iowait).
+/// Busy CPU seconds of the whole machine (every core) so far.
 fn machine_busy_seconds() -> f64 {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<f64> = text
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let total: f64 = f.iter().sum();
-    let idle = f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0);
-    (total - idle) / 100.0
+    testbeds::cpu::CpuTimes::now().total_secs()
 }
 
 struct Run {
@@ -760,7 +777,8 @@ fn iperf_pair(from: &str, to_ns: &str, to: Ipv4Addr, secs: u32, pids: &[u32]) ->
             .stderr(Stdio::null())
             .spawn()
             .expect("iperf3 -s");
-        std::thread::sleep(Duration::from_millis(300));
+        testbeds::sys::wait_tcp_listening(to_ns, 5201, Duration::from_secs(5))
+            .expect("iperf3 -s listening");
         let out = Command::new("ip")
             .args(["netns", "exec", from, "iperf3", "-c"])
             .arg(to.to_string())
@@ -774,14 +792,14 @@ fn iperf_pair(from: &str, to_ns: &str, to: Ipv4Addr, secs: u32, pids: &[u32]) ->
     };
     let (p0, m0) = (
         pids.iter()
-            .map(|p| testbeds::bench::cpu_seconds(*p))
+            .map(|p| testbeds::cpu::cpu_seconds(*p))
             .sum::<f64>(),
         machine_busy_seconds(),
     );
     let tcp = iperf(&[]);
     let (p1, m1) = (
         pids.iter()
-            .map(|p| testbeds::bench::cpu_seconds(*p))
+            .map(|p| testbeds::cpu::cpu_seconds(*p))
             .sum::<f64>(),
         machine_busy_seconds(),
     );
@@ -864,7 +882,23 @@ fn wireguard_throughput_vs_wireguard_go() {
                 .expect("wireguard-go"),
         );
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // Each wireguard-go answers on its UAPI socket once its device is up.
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let t0 = Instant::now();
+        while !done() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "waited 10 s for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    for (n, name) in nodes.iter().zip(&names) {
+        wait_until(&format!("wireguard-go's {name} on {n} (wg show)"), &|| {
+            lab.exec(n, ["wg", "show", name.as_str()])
+                .is_ok_and(|o| o.status.success())
+        });
+    }
     for (i, n) in nodes.iter().enumerate() {
         let j = 1 - i;
         let endpoint = format!("{}:51820", addr(nodes[j]));
@@ -905,7 +939,15 @@ fn wireguard_throughput_vs_wireguard_go() {
     let pids: Vec<u32> = wggo.iter().map(|c| c.id()).collect();
     let go = iperf_pair(&pods[0].0, &pods[1].0, pods[1].1, secs, &pids);
     drop(wggo);
-    std::thread::sleep(Duration::from_millis(300));
+    for (n, name) in nodes.iter().zip(&names) {
+        wait_until(
+            &format!("{name} on {n} to go with its wireguard-go"),
+            &|| {
+                lab.exec(n, ["ip", "link", "show", name.as_str()])
+                    .is_ok_and(|o| !o.status.success())
+            },
+        );
+    }
 
     // 2. Ferry on both nodes, same pods, same path.
     let daemons = start_daemons(lab, &nodes, &m, &s);

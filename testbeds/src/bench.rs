@@ -4,6 +4,7 @@
 //! device configured as Calico configures `vxlan.calico` (VXLAN). The kernel here has no IPIP
 //! module, so IPIP is measured for Ferry alone.
 
+use crate::cpu::cpu_seconds;
 use crate::ferry::{FerryNodes, Mode};
 use crate::{Lab, LabError};
 use std::path::Path;
@@ -90,7 +91,7 @@ fn kernel_setup(lab: &Lab, mode: Mode) -> Result<Vec<(String, Vec<String>)>, Lab
 
 fn iperf(lab: &Lab, args: &[&str], secs: u32) -> Result<serde_json::Value, LabError> {
     let server = lab.spawn_in(TO_POD, ["iperf3", "-s", "-1", "-J"])?;
-    std::thread::sleep(Duration::from_millis(300));
+    crate::sys::wait_tcp_listening(&lab.pod_netns(TO_POD)?, 5201, Duration::from_secs(5))?;
     let to = lab
         .topology()
         .pod(TO_POD)
@@ -127,19 +128,6 @@ fn measure(lab: &Lab, secs: u32) -> Result<(f64, f64, f64), LabError> {
         100.0
     };
     Ok((gbps, kpps, loss))
-}
-
-/// CPU seconds (user + system) a process has used so far (0 when it is gone).
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the stat line: 12 and 13 after the ')'.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Measures the kernel and Ferry in Direct and VXLAN mode, and Ferry in IPIP mode.

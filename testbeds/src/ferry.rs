@@ -3,7 +3,7 @@
 //! router's links carry, decoded by tshark. Used by `ferry-lab test`, the README demo and the
 //! lab tests.
 
-use crate::{Lab, LabChild, LabError};
+use crate::{Lab, LabChild, LabError, TempDir};
 use pipeline::tables::EncapMode;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 /// run directory when first used.
 const TCPCHECK_PY: &str = include_str!("../tools/tcpcheck.py");
 const BLAST_PY: &str = include_str!("../tools/blast.py");
+
+/// How long [`FerryNodes::capture`] waits for the packets it is told to expect.
+pub const CAPTURE_WAIT: Duration = Duration::from_secs(5);
 
 /// Where Ferry's metrics listen inside each node namespace.
 pub const METRICS_ADDR: &str = "127.0.0.1:9091";
@@ -83,7 +86,8 @@ pub struct FerryNodes<'a> {
     lab: &'a Lab,
     ferry: PathBuf,
     mode: Mode,
-    dir: PathBuf,
+    /// Tables, tools and captures; removed on drop, after the processes stopped.
+    dir: TempDir,
     children: Vec<(String, LabChild)>,
     /// Extra arguments for every `ferry node run`.
     extra: Vec<String>,
@@ -103,13 +107,11 @@ impl<'a> FerryNodes<'a> {
         mode: Mode,
         extra: &[&str],
     ) -> Result<FerryNodes<'a>, LabError> {
-        let dir = std::env::temp_dir().join(format!(
-            "ferry-{}-{}",
+        let dir = TempDir::new(&format!(
+            "{}-{}",
             lab.prefix().trim_end_matches('-'),
             mode.name()
-        ));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| LabError::Ferry(format!("create {}: {e}", dir.display())))?;
+        ))?;
         std::fs::write(dir.join("tcpcheck.py"), TCPCHECK_PY)
             .map_err(|e| LabError::Ferry(e.to_string()))?;
         std::fs::write(dir.join("blast.py"), BLAST_PY)
@@ -164,16 +166,7 @@ impl<'a> FerryNodes<'a> {
         }
         argv.extend(self.extra.iter().map(String::as_str));
         let mut child = self.lab.spawn_in(node, argv)?;
-        let t0 = Instant::now();
-        while !child.output().contains("forwarding on") {
-            if t0.elapsed() > Duration::from_secs(15) || !child.is_running() {
-                return Err(LabError::Ferry(format!(
-                    "ferry on {node} did not start:\n{}",
-                    child.output()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(30));
-        }
+        child.wait_for_output("forwarding on", Duration::from_secs(15))?;
         self.children.retain(|(n, _)| n != node);
         self.children.push((node.to_string(), child));
         Ok(())
@@ -311,14 +304,16 @@ impl<'a> FerryNodes<'a> {
         Ok(out)
     }
 
-    /// Captures on `link` while `f` runs and returns tshark's fields per packet (occurrences
-    /// of a field in one packet, e.g. outer and inner IP, joined by '/').
+    /// Captures on `link` while `f` runs, until the packets seen satisfy `done` (or a few
+    /// seconds pass), and returns tshark's fields per packet (occurrences of a field in one
+    /// packet, e.g. outer and inner IP, joined by '/').
     pub fn capture<F: FnOnce()>(
         &self,
         link: &str,
         filter: &str,
         fields: &[&str],
         f: F,
+        done: impl Fn(&[Vec<String>]) -> bool,
     ) -> Result<Vec<Vec<String>>, LabError> {
         let file = self
             .dir
@@ -329,16 +324,17 @@ impl<'a> FerryNodes<'a> {
             &filter.split(' ').map(String::from).collect::<Vec<_>>(),
         )?;
         f();
-        std::thread::sleep(Duration::from_millis(300));
-        let file = cap.stop()?;
+        let file = cap.stop_when(CAPTURE_WAIT, |file| {
+            tshark(file, fields).is_ok_and(|rows| done(&rows))
+        })?;
         tshark(&file, fields)
     }
 }
 
 impl Drop for FerryNodes<'_> {
     fn drop(&mut self) {
+        // The processes stop before their directory goes (the field drops after this).
         self.children.clear();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -17,7 +17,9 @@
 //! Modules: [`topology`] (the file format and its checks), [`plan`] (what a topology becomes:
 //! namespaces, links, routes, and the `ip` batches that build them), [`Lab`] (up, down, exec,
 //! spawn, capture, status), [`process`] (guarded child processes), [`tables`] (each node's
-//! forwarding tables for Ferry, derived from the topology).
+//! forwarding tables for Ferry, derived from the topology), [`netns`] (namespaces made outside
+//! a lab, under the same teardown), [`tempdir`] (scratch directories that remove themselves),
+//! [`cpu`] (CPU accounting for benchmarks), [`sys`] (the one command runner).
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
 // Used only by the binaries; named here so that the lint above checks every other dependency.
@@ -25,22 +27,27 @@ use anyhow as _;
 use clap as _;
 
 pub mod bench;
+pub mod cpu;
 pub mod ferry;
 pub mod lab;
+pub mod netns;
 pub mod plan;
 pub mod process;
 pub mod status;
 pub mod sys;
 pub mod tables;
+pub mod tempdir;
 pub mod topology;
 
 pub use lab::{
     normalize_id, prefix_of, BuildStep, DownReport, Lab, LabInfo, LabState, Phase, UpOptions,
     UpTimings, KEEP_ENV, STATE_DIR,
 };
+pub use netns::Namespaces;
 pub use plan::{Plan, Role};
 pub use process::{Capture, LabChild};
 pub use status::LabStatus;
+pub use tempdir::TempDir;
 pub use topology::{Topology, TopologyError, TopologySpec};
 
 /// Everything that can go wrong with a lab.
@@ -102,6 +109,13 @@ pub enum LabError {
     Ferry(String),
     #[error("timed out waiting for {what}")]
     Timeout { what: String },
+    #[error("{what} did not print {marker:?} ({why}); its output ends:\n{tail}")]
+    NotReady {
+        what: String,
+        marker: String,
+        why: String,
+        tail: String,
+    },
 }
 
 /// Whether this process can build labs (root, `ip` present); the reason if not. Tests use it to

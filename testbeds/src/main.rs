@@ -613,15 +613,23 @@ fn test(
         let mut wire = Vec::new();
         for same in [true, false] {
             let Some(p) = peer_pod(same) else { continue };
-            let rows = nodes.capture(&link, "ip", &["ip.proto", "ip.dst", "vxlan.vni"], || {
-                let _ = nodes.ping(&w.name, p.address);
-            })?;
+            let to_pod = |r: &&Vec<String>| {
+                r.get(1)
+                    .is_some_and(|d| d.ends_with(&p.address.to_string()))
+            };
+            // Wait for the ping on the wire when the mode should carry it.
+            let rows = nodes.capture(
+                &link,
+                "ip",
+                &["ip.proto", "ip.dst", "vxlan.vni"],
+                || {
+                    let _ = nodes.ping(&w.name, p.address);
+                },
+                |rows| !m.reachable(same) || rows.iter().any(|r| to_pod(&r)),
+            )?;
             let seen = rows
                 .iter()
-                .find(|r| {
-                    r.get(1)
-                        .is_some_and(|d| d.ends_with(&p.address.to_string()))
-                })
+                .find(to_pod)
                 .map(|r| wire_kind(&r[0], r.get(2).map(String::as_str).unwrap_or("")))
                 .unwrap_or_else(|| "nothing".into());
             let expected = m.wire(same).to_string();

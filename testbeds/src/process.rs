@@ -42,6 +42,19 @@ impl LabChild {
         })
     }
 
+    /// As [`LabChild::spawn`], with stdin from /dev/null and stdout and stderr to the file `log`
+    /// (created; read with [`LabChild::output`]).
+    pub fn spawn_logged(cmd: &mut Command, label: &str, log: &Path) -> Result<LabChild, LabError> {
+        let io = |what: &str| {
+            let what = format!("{what} {}", log.display());
+            move |source| LabError::Io { what, source }
+        };
+        let f = std::fs::File::create(log).map_err(io("creating"))?;
+        let f2 = f.try_clone().map_err(io("opening"))?;
+        cmd.stdin(Stdio::null()).stdout(f).stderr(f2);
+        Ok(LabChild::spawn(cmd, label)?.with_log(log.to_owned()))
+    }
+
     pub(crate) fn with_log(mut self, log: PathBuf) -> Self {
         self.log = Some(log);
         self
@@ -71,6 +84,34 @@ impl LabChild {
             .and_then(|p| std::fs::read(p).ok())
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
+    }
+
+    /// Waits until its output contains `marker` (a "ready" line). Fails with the end of its
+    /// output when it exits first or `timeout` passes.
+    pub fn wait_for_output(&mut self, marker: &str, timeout: Duration) -> Result<(), LabError> {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.output().contains(marker) {
+                return Ok(());
+            }
+            let gone = self.try_wait()?;
+            if gone.is_some() || Instant::now() >= end {
+                let out = self.output();
+                let lines: Vec<&str> = out.lines().collect();
+                let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                let why = match gone {
+                    Some(status) => format!("it exited: {status}"),
+                    None => format!("still running after {timeout:?}"),
+                };
+                return Err(LabError::NotReady {
+                    what: self.label.clone(),
+                    marker: marker.to_owned(),
+                    why,
+                    tail,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Its exit status if it has exited.
@@ -245,10 +286,26 @@ impl Capture {
         self.child.output()
     }
 
-    /// Stops tcpdump (it flushes the file on SIGTERM) and returns the file.
+    /// Waits until what has been captured so far satisfies `done` (given the file: tcpdump
+    /// writes every packet as it comes), or `timeout` passes, then stops the capture and
+    /// returns the file. The caller checks what the file holds: it names what it expected
+    /// and what it saw. To show that something did *not* cross, wait for a packet sent after
+    /// it on the same path.
+    pub fn stop_when(
+        self,
+        timeout: Duration,
+        mut done: impl FnMut(&Path) -> bool,
+    ) -> Result<PathBuf, LabError> {
+        let end = Instant::now() + timeout;
+        while !done(&self.file) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop()
+    }
+
+    /// Stops tcpdump (it flushes the file on SIGTERM) and returns the file. Whatever is still
+    /// in flight may be missed: wait for what the test needs first ([`Capture::stop_when`]).
     pub fn stop(self) -> Result<PathBuf, LabError> {
-        // Let the kernel hand over what is in flight.
-        std::thread::sleep(Duration::from_millis(50));
         let file = self.file.clone();
         self.child.stop()?;
         Ok(file)

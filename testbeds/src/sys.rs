@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 pub const NETNS_DIR: &str = "/run/netns";
 
 /// `cmd` as a shell-like string, for error messages.
-pub(crate) fn describe(cmd: &Command) -> String {
+pub fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
         s.push(' ');
@@ -33,7 +33,7 @@ fn spawn_error(cmd: &Command, source: std::io::Error) -> LabError {
 
 /// Runs `cmd` with `input` on stdin (if any), captures its output, and fails with its stderr if
 /// it exits non-zero.
-pub(crate) fn run(cmd: &mut Command, input: Option<&str>, what: &str) -> Result<Output, LabError> {
+pub fn run(cmd: &mut Command, input: Option<&str>, what: &str) -> Result<Output, LabError> {
     let out = run_unchecked(cmd, input)?;
     if !out.status.success() {
         return Err(LabError::Command {
@@ -47,7 +47,7 @@ pub(crate) fn run(cmd: &mut Command, input: Option<&str>, what: &str) -> Result<
 }
 
 /// Runs `cmd` and captures its output, whatever its exit status.
-pub(crate) fn run_unchecked(cmd: &mut Command, input: Option<&str>) -> Result<Output, LabError> {
+pub fn run_unchecked(cmd: &mut Command, input: Option<&str>) -> Result<Output, LabError> {
     cmd.stdin(if input.is_some() {
         Stdio::piped()
     } else {
@@ -63,8 +63,45 @@ pub(crate) fn run_unchecked(cmd: &mut Command, input: Option<&str>) -> Result<Ou
     child.wait_with_output().map_err(|e| spawn_error(cmd, e))
 }
 
+/// Runs `argv` (the program, then its arguments) and returns its stdout; fails with its stderr
+/// if it exits non-zero. The one command runner of the labs and benchmarks.
+pub fn run_args<S: AsRef<std::ffi::OsStr>>(argv: &[S]) -> Result<String, LabError> {
+    let (program, args) = argv.split_first().ok_or(LabError::EmptyCommand)?;
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let out = run(&mut cmd, None, "running a command")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Waits until something listens on TCP `port` in network namespace `netns` (as `ss` shows
+/// it), for a server started in the background; fails naming the port after `timeout`.
+pub fn wait_tcp_listening(
+    netns: &str,
+    port: u16,
+    timeout: std::time::Duration,
+) -> Result<(), LabError> {
+    let end = std::time::Instant::now() + timeout;
+    let filter = format!("sport = :{port}");
+    loop {
+        let out = run(
+            Command::new("ip").args(["netns", "exec", netns, "ss", "-Hltn", &filter]),
+            None,
+            "listing listening sockets",
+        )?;
+        if !out.stdout.trim_ascii().is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= end {
+            return Err(LabError::Timeout {
+                what: format!("a server listening on TCP port {port} in {netns}"),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// `ip [-n NETNS] [-force] -batch -` with these lines on stdin.
-pub(crate) fn ip_batch(
+pub fn ip_batch(
     netns: Option<&str>,
     lines: &[String],
     force: bool,
@@ -170,8 +207,11 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Whether `program` can be found on PATH.
-pub(crate) fn have_program(program: &str) -> bool {
+/// Whether `program` can be found on PATH (or, given as a path, is a file).
+pub fn have_program(program: &str) -> bool {
+    if program.contains('/') {
+        return std::path::Path::new(program).is_file();
+    }
     let Some(path) = std::env::var_os("PATH") else {
         return false;
     };

@@ -273,13 +273,10 @@ fn spawned_children_and_captures_are_guarded() {
     let mut child = lab
         .spawn_in("k8s-w2", ["sh", "-c", "ip -br addr show eth0; sleep 600"])
         .expect("spawn");
-    std::thread::sleep(Duration::from_millis(200));
+    child
+        .wait_for_output("192.168.10.102/24", Duration::from_secs(5))
+        .expect("the child's output, from inside k8s-w2");
     assert!(child.is_running());
-    assert!(
-        child.output().contains("192.168.10.102/24"),
-        "{}",
-        child.output()
-    );
     let log = child.log_path().expect("log").to_owned();
     assert!(log.starts_with(testbeds::STATE_DIR));
     let pid = child.id();
@@ -292,8 +289,7 @@ fn spawned_children_and_captures_are_guarded() {
     );
 
     // A capture on a pod port sees a pod's TCP SYN with a correct checksum (offloads off).
-    let dir = std::env::temp_dir().join(format!("ferry-lab-test-{id}"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = testbeds::TempDir::new("lab-test").unwrap();
     let pcap = dir.join("w1p2.pcap");
     let cap = lab
         .capture("caliw1p2", &pcap, &["tcp".to_string()])
@@ -303,13 +299,11 @@ fn spawned_children_and_captures_are_guarded() {
         "k8s-w1-pod1",
         ["bash", "-c", "exec 3<>/dev/tcp/172.16.158.2/8080"],
     );
-    let file = cap.stop().expect("stop capture");
-    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-    assert!(size > 24, "empty capture");
-    if Command::new("tshark").arg("--version").output().is_ok() {
+    // tcp.checksum.status: 0 bad, 1 good, 2 unverified.
+    let syn_of_pod1 = |file: &Path| {
         let out = Command::new("tshark")
             .arg("-r")
-            .arg(&file)
+            .arg(file)
             .args(["-o", "tcp.check_checksum:TRUE", "-T", "fields"])
             .args([
                 "-e",
@@ -321,18 +315,23 @@ fn spawned_children_and_captures_are_guarded() {
             ])
             .output()
             .expect("tshark");
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let syn = text
             .lines()
             .find(|l| l.starts_with("172.16.158.1\t1"))
-            .unwrap_or_else(|| panic!("no SYN from pod1 in\n{text}"));
-        // tcp.checksum.status: 0 bad, 1 good, 2 unverified.
-        assert!(
-            syn.ends_with("\t1"),
-            "SYN checksum not good: {syn:?}\n{text}"
-        );
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+            .map(str::to_string);
+        (syn, text)
+    };
+    let file = cap
+        .stop_when(Duration::from_secs(5), |f| syn_of_pod1(f).0.is_some())
+        .expect("stop capture");
+    let (syn, text) = syn_of_pod1(&file);
+    let syn = syn.unwrap_or_else(|| panic!("no SYN from pod1 in\n{text}"));
+    assert!(
+        syn.ends_with("\t1"),
+        "SYN checksum not good: {syn:?}\n{text}"
+    );
+    drop(dir);
     drop(lab);
     assert_gone(&id, &before);
 }
@@ -417,8 +416,7 @@ fn a_broken_topology_names_the_problem_and_creates_nothing() {
         return;
     }
     let before = root_links();
-    let dir = std::env::temp_dir().join(format!("ferry-lab-topo-{}", fresh_id("")));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = testbeds::TempDir::new("lab-topo").unwrap();
     for (i, (from, to, named)) in BROKEN.iter().enumerate() {
         let text = testbeds::topology::STUDY_TOML.replacen(from, to, 1);
         assert_ne!(text, testbeds::topology::STUDY_TOML);
@@ -439,7 +437,7 @@ fn a_broken_topology_names_the_problem_and_creates_nothing() {
         assert!(stderr.contains(named), "{stderr}");
         assert_gone(&id, &before);
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 #[test]
@@ -564,13 +562,34 @@ fn the_command_line_round_trip() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("k8s-w1-pod1"));
 
     // capture -c 2 on k8s-w2's uplink while k8s-w1 pings it.
-    let cap = Command::new(bin)
+    let mut cap = Command::new(bin)
         .args(["--lab", &id, "capture", "k8s-w2", "-c", "2", "icmp"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("capture");
-    std::thread::sleep(Duration::from_millis(500));
+    // Ping once tcpdump says it listens (its stderr, read to the end by a thread).
+    let stderr = cap.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if line.contains("listening on") {
+                let _ = tx.send(());
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen
+    });
+    if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+        let _ = cap.kill();
+        panic!(
+            "ferry-lab capture did not say it listens within 10 s: {}",
+            reader.join().unwrap_or_default()
+        );
+    }
     let _ = lab(&[
         "exec",
         "k8s-w1",

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use testbeds::{Lab, LabChild, Topology, UpOptions};
 
 pub(crate) const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
@@ -36,11 +36,10 @@ pub(crate) fn topology() -> Topology {
     Topology::from_toml(nodes_only).expect("the study topology without pods")
 }
 
-/// Removes what the test made outside the lab: pod namespaces, servers, directories.
+/// Removes what the test made outside the lab: servers, then pod namespaces.
 pub(crate) struct Guard {
-    pub netns: Vec<String>,
+    pub netns: testbeds::Namespaces,
     pub children: Vec<Child>,
-    pub dirs: Vec<PathBuf>,
 }
 
 impl Drop for Guard {
@@ -49,12 +48,7 @@ impl Drop for Guard {
             let _ = c.kill();
             let _ = c.wait();
         }
-        for n in &self.netns {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-        for d in &self.dirs {
-            let _ = std::fs::remove_dir_all(d);
-        }
+        // The namespaces go when the field drops, after this.
     }
 }
 
@@ -126,16 +120,10 @@ pub(crate) fn add_pod(
     netns: &str,
     conf: &str,
 ) -> std::net::Ipv4Addr {
-    for args in [
-        vec!["netns", "add", netns],
-        vec!["-n", netns, "link", "set", "lo", "up"],
-    ] {
-        let ok = Command::new("ip").args(&args).status().expect("ip");
-        if args[1] == "add" && ok.success() {
-            guard.netns.push(netns.to_string());
-        }
-        assert!(ok.success(), "ip {args:?}");
-    }
+    guard
+        .netns
+        .add(netns)
+        .unwrap_or_else(|e| panic!("pod namespace {netns}: {e}"));
     let out = cni(lab, node, "ADD", (namespace, pod), netns, conf);
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("CNI result JSON");
     assert!(
@@ -181,14 +169,8 @@ pub(crate) fn start_daemons<'a>(
         daemons.push((*n, child));
     }
     for (n, c) in &mut daemons {
-        let t0 = Instant::now();
-        while !c.output().contains("forwarding on") {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20) && c.is_running(),
-                "ferry on {n} did not start:\n{}",
-                c.output()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        if let Err(e) = c.wait_for_output("forwarding on", Duration::from_secs(20)) {
+            panic!("ferry on {n} did not start: {e}");
         }
     }
     daemons
@@ -216,9 +198,11 @@ pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
 
 /// A cluster lab: the study lab's nodes and router, a manifest directory (with the Node
 /// objects) and a state directory, and a guard for what the test adds. Fields drop in order:
-/// the guard (pods, servers, directories) before the lab.
+/// the guard (servers, pods), then the directories, then the lab.
 pub(crate) struct ClusterLab {
     pub guard: Guard,
+    /// `base`, removed on drop.
+    scratch: testbeds::TempDir,
     pub lab: Lab,
     pub topo: Topology,
     pub base: PathBuf,
@@ -243,16 +227,17 @@ impl ClusterLab {
             },
         )
         .expect("lab up");
-        let base = std::env::temp_dir().join(format!("ferry-{tag}-{}", std::process::id()));
+        let scratch = testbeds::TempDir::new(tag).expect("scratch directory");
+        let base = scratch.to_path_buf();
         let (manifests, state) = (base.join("manifests"), base.join("state"));
         std::fs::create_dir_all(&manifests).expect("manifest dir");
         std::fs::write(manifests.join("00-nodes.yaml"), nodes_yaml(&topo)).expect("nodes");
         Some(ClusterLab {
             guard: Guard {
-                netns: Vec::new(),
+                netns: testbeds::Namespaces::new(),
                 children: Vec::new(),
-                dirs: vec![base.clone()],
             },
+            scratch,
             lab,
             topo,
             base,
