@@ -13,10 +13,12 @@ pub mod kube;
 pub mod kube_ipam;
 pub mod logging;
 pub mod manifest_dir;
+#[cfg(feature = "node")]
 pub mod metrics;
 pub mod model;
 pub mod neigh;
 pub mod netlink;
+#[cfg(feature = "node")]
 pub mod node;
 pub mod policy;
 pub mod replay;

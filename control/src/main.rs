@@ -90,6 +90,7 @@ enum Command {
         dir: ManifestsArg,
     },
     /// The node daemon.
+    #[cfg(feature = "node")]
     Node {
         #[command(subcommand)]
         command: NodeCommand,
@@ -116,6 +117,7 @@ enum Command {
     },
 }
 
+#[cfg(feature = "node")]
 #[derive(Subcommand)]
 // Parsed once per process: the size of `Run` does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -347,6 +349,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        #[cfg(feature = "node")]
         Command::Node {
             command: NodeCommand::Status { metrics },
         } => node_status(metrics),
@@ -366,6 +369,7 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", control::show::ipam(&loaded.state, &ipam, show_blocks));
             Ok(())
         }
+        #[cfg(feature = "node")]
         Command::Node {
             command:
                 NodeCommand::Run {
@@ -639,6 +643,7 @@ fn get(what: GetCommand) -> Result<()> {
 }
 
 /// `ferry node status`: reads the daemon's metrics endpoint.
+#[cfg(feature = "node")]
 fn node_status(addr: std::net::SocketAddr) -> Result<()> {
     let text = match control::metrics::fetch(addr) {
         Ok(t) => t,
