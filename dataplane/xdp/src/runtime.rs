@@ -36,6 +36,8 @@ pub enum RuntimeError {
     Steer(#[from] SteerError),
     #[error("cannot start a worker thread: {0}")]
     Thread(std::io::Error),
+    #[error("cannot read random bytes for the workers' hash seeds: {0}")]
+    Random(String),
 }
 
 /// Workers, sockets and steering programs for one set of ports.
@@ -51,7 +53,7 @@ pub struct Runtime {
 
 impl Runtime {
     /// Opens the sockets, attaches the steering programs and starts the workers on `tables`.
-    /// `instance` tells restarts apart in the workers' random seeds; `wg` is the node's
+    /// `instance` is mixed into the workers' random seeds; `wg` is the node's
     /// WireGuard device, shared by every worker (it outlives restarts, so sessions survive).
     pub fn start(
         tables: Tables,
@@ -89,7 +91,10 @@ impl Runtime {
             cfg.core = config.cores.get(k).copied().or(cfg.core);
             // After a restart the kernel may still be releasing the old sockets' queues (it
             // frees a closed socket's UMEM binding asynchronously): retry for a while.
-            let seed = u64::from(std::process::id()) << 16 | instance << 8 | k as u64;
+            // Random per worker and start, as Linux seeds its hashes per boot: a peer that
+            // cannot guess the conntrack and flow hash seeds cannot aim collisions at them.
+            let seed = getrandom::u64().map_err(|e| RuntimeError::Random(e.to_string()))?
+                ^ (instance << 8 | k as u64);
             let deadline = Instant::now() + Duration::from_secs(5);
             let mut w = loop {
                 match Worker::new(pq, reader.clone(), cfg.clone(), seed) {
