@@ -75,6 +75,9 @@ fn os_err(step: &'static str, iface: &str) -> XskError {
 
 /// The shared packet buffer area of one worker.
 pub struct Umem {
+    /// This UMEM's brand: every frame it hands out carries it, and every use of a frame checks
+    /// it, so a chunk of one UMEM is never taken for the same offset of another.
+    id: u32,
     area: NonNull<u8>,
     len: usize,
     chunk_size: u32,
@@ -86,10 +89,28 @@ pub struct Umem {
 unsafe impl Send for Umem {}
 
 /// Ownership of one UMEM chunk. Not `Copy`, not `Clone`: whoever holds it may read and write the
-/// chunk; giving it to the kernel consumes it.
+/// chunk; giving it to the kernel consumes it. It names the UMEM it came from: handing it to
+/// another UMEM (its `chunk_mut`, or the fill or tx ring of a socket bound to it) panics, as
+/// an out-of-bounds index does, because a foreign chunk offset would alias one of that UMEM's
+/// own chunks.
 #[derive(Debug, PartialEq, Eq)]
 pub struct XskFrame {
+    umem: u32,
     chunk: u64,
+}
+
+/// Brands of the UMEMs of this process (never reused).
+static NEXT_UMEM_ID: AtomicU32 = AtomicU32::new(1);
+
+/// The check every use of a frame makes (one compare; the branch is never taken).
+#[inline]
+#[track_caller]
+fn check_brand(frame: &XskFrame, umem: u32) {
+    assert_eq!(
+        frame.umem, umem,
+        "an AF_XDP frame of UMEM {} given to UMEM {umem}",
+        frame.umem
+    );
 }
 
 impl XskFrame {
@@ -128,13 +149,16 @@ impl Umem {
             });
         }
         let area = NonNull::new(p.cast::<u8>()).ok_or(XskError::Geometry("mmap returned null"))?;
+        let id = NEXT_UMEM_ID.fetch_add(1, Ordering::Relaxed);
         let frames = (0..u64::from(frame_count))
             .map(|i| XskFrame {
+                umem: id,
                 chunk: i * u64::from(chunk_size),
             })
             .collect();
         Ok((
             Umem {
+                id,
                 area,
                 len,
                 chunk_size,
@@ -155,9 +179,11 @@ impl Umem {
     /// The bytes of the chunk `frame` owns. The borrow of the handle bounds the slice, so one
     /// handle never yields two live mutable views.
     pub fn chunk_mut<'a>(&'a self, frame: &'a mut XskFrame) -> &'a mut [u8] {
+        check_brand(frame, self.id);
         debug_assert!(frame.chunk as usize + self.chunk_size as usize <= self.len);
-        // SAFETY: `frame.chunk` was produced by `Umem::new` or `frame_from_kernel` (which masks a
-        // kernel address to a chunk inside the area), so the range lies inside the mapping. The
+        // SAFETY: `frame` carries this UMEM's brand (checked above), so `frame.chunk` was
+        // produced by this UMEM's `new` or `frame_from_kernel` (which masks a kernel address to a
+        // chunk inside the area), and the range lies inside the mapping. The
         // chunk is owned by this unique, mutably borrowed handle: the kernel does not access it
         // (it only touches chunks in its rings), and no other handle names the same chunk.
         unsafe {
@@ -176,7 +202,13 @@ impl Umem {
         if chunk >= u64::from(self.frame_count) * u64::from(self.chunk_size) {
             return None;
         }
-        Some((XskFrame { chunk }, (addr - chunk) as usize))
+        Some((
+            XskFrame {
+                umem: self.id,
+                chunk,
+            },
+            (addr - chunk) as usize,
+        ))
     }
 
     fn registration(&self) -> libc::xdp_umem_reg {
@@ -367,6 +399,8 @@ pub struct XskSocket {
     tx_in_flight: u32,
     /// Frames in the fill ring (or received into the rx ring) not yet returned to us.
     fill_in_flight: u32,
+    /// The brand of the UMEM the socket is bound to.
+    umem: u32,
 }
 
 fn setsockopt<T>(
@@ -520,6 +554,7 @@ impl XskSocket {
             return Err(os_err("bind", iface));
         }
         Ok(XskSocket {
+            umem: umem.id,
             rx,
             tx,
             fill,
@@ -561,6 +596,7 @@ impl XskSocket {
         }
         for _ in 0..want {
             if let Some(f) = free.pop() {
+                check_brand(&f, self.umem);
                 self.fill.write(f.chunk);
             }
         }
@@ -606,6 +642,7 @@ impl XskSocket {
         let room = self.tx.free() as usize;
         let n = frames.len().min(room);
         for (frame, off, len) in frames.drain(..n) {
+            check_brand(&frame, self.umem);
             self.tx.write(libc::xdp_desc {
                 addr: frame.chunk + off as u64,
                 len: len as u32,
@@ -730,5 +767,22 @@ mod tests {
         assert!(umem.frame_from_kernel(8 * 2048).is_none());
         assert!(Umem::new(8, 1000).is_err());
         assert!(Umem::new(0, 2048).is_err());
+    }
+
+    #[test]
+    fn a_frame_is_refused_by_another_umem() {
+        let (a, mut fa) = Umem::new(4, 2048).unwrap();
+        let (b, _) = Umem::new(4, 2048).unwrap();
+        // Its own UMEM takes it, and frames coming back from the kernel carry the brand.
+        assert_eq!(a.chunk_mut(&mut fa[0]).len(), 2048);
+        let (mut back, _) = a.frame_from_kernel(2048 + 256).unwrap();
+        assert_eq!(a.chunk_mut(&mut back).len(), 2048);
+        // The same offset in another UMEM of the same geometry would alias its chunk 1.
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            b.chunk_mut(&mut back).len()
+        }));
+        let msg = refused.expect_err("another UMEM must refuse the frame");
+        let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(msg.contains("given to UMEM"), "panic said: {msg}");
     }
 }
