@@ -1,8 +1,9 @@
 //! The frame descriptor that flows through a batch: the frame, where it came from, what the
 //! stages learnt about it on the way, and (at the end) its verdict. One type from rx to tx, so
-//! a stage reads what an earlier one wrote without side arrays.
+//! a stage reads what an earlier one wrote. It stays small (the caller builds one per frame per
+//! batch): the policy stages' per-packet flow lives in their own lanes (`stage::flow`), indexed
+//! like the batch.
 
-use crate::stage::flow::Flow;
 use crate::stats::{DropReason, IcmpSent};
 use crate::tables::{PortId, NO_ROUTE};
 use crate::wire::Frame;
@@ -35,10 +36,6 @@ pub struct Packet<'a> {
     /// The adjacency the route stage found (forward may replace it with the route back to the
     /// source when the packet becomes an ICMP error).
     pub(crate) adj: u32,
-    /// What the police stage needs (read by the flow stage when the tables carry policy).
-    pub(crate) flow: Flow,
-    /// The flow's conntrack home slot, touched by the flow stage so police finds it cached.
-    pub(crate) ct_home: usize,
     /// The frame was turned into an ICMP error by forward: counted as dropped for `.0` and as
     /// sent `.1` once encap has written its headers.
     pub(crate) icmp_reply: Option<(DropReason, IcmpSent)>,
@@ -53,8 +50,6 @@ impl<'a> Packet<'a> {
             live: false,
             dst: 0,
             adj: NO_ROUTE,
-            flow: Flow::default(),
-            ct_home: 0,
             icmp_reply: None,
         }
     }

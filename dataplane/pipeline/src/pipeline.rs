@@ -93,7 +93,7 @@ impl Pipeline {
         stage::ingress::run(batch, tables, c, wg.as_deref_mut());
         if let Some(pol) = policy {
             police.prepare(tables, pol);
-            stage::flow::run(batch, &police.conntrack);
+            stage::flow::run(batch, &police.conntrack, &mut police.lanes);
         }
         stage::route::run(batch, tables);
         if let Some(pol) = policy {

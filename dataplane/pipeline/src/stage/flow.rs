@@ -5,7 +5,7 @@
 //! short to show its ports is dropped here.
 
 use crate::conntrack::{ConnTrack, FlowTuple, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
-use crate::packet::{Packet, Verdict};
+use crate::packet::{Packet, Verdict, BATCH};
 use crate::policy::PROTO_SCTP;
 use crate::stats::DropReason;
 use crate::wire::ethernet;
@@ -38,12 +38,30 @@ pub(crate) enum FragPart {
     TooSmall,
 }
 
-pub(crate) fn run(batch: &mut [Packet<'_>], conntrack: &ConnTrack) {
-    for p in batch.iter_mut().filter(|p| p.live) {
+/// The flow stage's findings, one lane per packet of the batch (VPP-style vectors beside the
+/// descriptors: written here for travelling packets, read by police at the same index, and
+/// never initialised per batch).
+pub(crate) struct FlowLanes {
+    pub(crate) flows: [Flow; BATCH],
+    /// Each flow's conntrack home slot, touched here so police finds it cached.
+    pub(crate) homes: [usize; BATCH],
+}
+
+impl FlowLanes {
+    pub(crate) fn new() -> Box<Self> {
+        Box::new(FlowLanes {
+            flows: [Flow::default(); BATCH],
+            homes: [0; BATCH],
+        })
+    }
+}
+
+pub(crate) fn run(batch: &mut [Packet<'_>], conntrack: &ConnTrack, lanes: &mut FlowLanes) {
+    for (i, p) in batch.iter_mut().enumerate().filter(|(_, p)| p.live) {
         match flow_of(&p.frame) {
             Some(f) => {
-                p.ct_home = conntrack.home_touched(&f.tuple);
-                p.flow = f;
+                lanes.homes[i] = conntrack.home_touched(&f.tuple);
+                lanes.flows[i] = f;
             }
             None => p.decide(Verdict::Drop(DropReason::FragmentTooSmall)),
         }

@@ -5,7 +5,7 @@
 //! tracked. Later fragments follow their first. Transit traffic (neither end a local pod) is
 //! not this node's to judge. docs/policy.md has the semantics.
 
-use super::flow::{Flow, FragPart};
+use super::flow::{Flow, FlowLanes, FragPart};
 use crate::conntrack::{
     ConnTrack, FragTable, FragVerdict, InsertError, Lookup, Timeouts, PROTO_ICMP, PROTO_TCP,
 };
@@ -30,6 +30,8 @@ pub(crate) struct Police {
     pub(crate) rule_hits: Vec<u64>,
     /// The tables generation `rule_hits` is laid out for.
     rule_hits_generation: u64,
+    /// What the flow stage read of each packet of the batch.
+    pub(crate) lanes: Box<FlowLanes>,
 }
 
 impl Police {
@@ -43,6 +45,7 @@ impl Police {
             frags: FragTable::new(4096, seed.rotate_left(23)),
             rule_hits: Vec::new(),
             rule_hits_generation: 0,
+            lanes: FlowLanes::new(),
         }
     }
 
@@ -73,8 +76,9 @@ pub(crate) fn run(
     police: &mut Police,
     now_ns: u64,
 ) {
-    for p in batch.iter_mut().filter(|p| p.live) {
-        if let Err(r) = one(p, tables, pol, stats, police, now_ns) {
+    for (i, p) in batch.iter_mut().enumerate().filter(|(_, p)| p.live) {
+        let (flow, home) = (police.lanes.flows[i], police.lanes.homes[i]);
+        if let Err(r) = one(p, (&flow, home), tables, pol, stats, police, now_ns) {
             p.decide(Verdict::Drop(r));
         }
     }
@@ -82,6 +86,7 @@ pub(crate) fn run(
 
 fn one(
     p: &Packet<'_>,
+    (f, home): (&Flow, usize),
     tables: &Tables,
     pol: &PolicyTables,
     stats: &mut Stats,
@@ -99,7 +104,6 @@ fn one(
     if !from_pod && !to_pod {
         return Ok(());
     }
-    let f: &Flow = &p.flow;
     let t = &f.tuple;
     match f.frag {
         FragPart::Later => {
@@ -119,7 +123,7 @@ fn one(
             return Ok(());
         }
     }
-    let mut hit = ct.lookup_from(p.ct_home, t, now_ns);
+    let mut hit = ct.lookup_from(home, t, now_ns);
     if let Lookup::Hit { slot, reply } = hit {
         if t.proto == PROTO_TCP && ct.is_restart(slot, reply, f.tcp_flags) {
             // A reused source port: a new connection, judged again.
