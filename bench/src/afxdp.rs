@@ -20,7 +20,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use xdp::steer::{Role, Steering};
-use xdp::xsk::{self, RingSizes, Umem, XskFrame, XskSocket};
+use xdp::xsk::{self, RingSizes, Umem, XskDesc, XskFrame, XskSocket};
 
 const CHUNK: u32 = 2048;
 
@@ -255,7 +255,7 @@ fn gen_thread(
     let wake = pacer.wake_batch(batch);
     let (mut sent, mut bytes, mut injected, mut used) = (0u64, 0u64, 0u64, 0u64);
     let mut fi = 0usize;
-    let mut out: Vec<(XskFrame, usize, usize)> = Vec::with_capacity(batch as usize);
+    let mut out: Vec<XskDesc> = Vec::with_capacity(batch as usize);
     loop {
         let now = clock::monotonic_ns();
         if now >= deadline || stop.load(Ordering::Relaxed) || count.is_some_and(|c| used >= c) {
@@ -301,7 +301,11 @@ fn gen_thread(
             match cfg.template.emit(size, &st, umem.chunk_mut(&mut frame)) {
                 Some(len) => {
                     bytes += (len + FCS) as u64;
-                    out.push((frame, 0, len));
+                    out.push(XskDesc {
+                        frame,
+                        head: 0,
+                        len,
+                    });
                 }
                 None => {
                     free.push(frame);
@@ -695,7 +699,7 @@ fn sink_thread(
     };
     sock.refill(&mut free, 2048);
     let _ = ready.send(Ok(sock.fd()));
-    let mut batch: Vec<(XskFrame, usize, usize)> = Vec::with_capacity(64);
+    let mut batch: Vec<XskDesc> = Vec::with_capacity(64);
     let mut idle = 0u32;
     let mut last_pub = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -720,8 +724,13 @@ fn sink_thread(
         }
         idle = 0;
         let mut s = state.lock().expect("sink state");
-        for (mut frame, off, len) in batch.drain(..) {
-            let data = &umem.chunk_mut(&mut frame)[off..off + len];
+        for XskDesc {
+            mut frame,
+            head,
+            len,
+        } in batch.drain(..)
+        {
+            let data = &umem.chunk_mut(&mut frame)[head..head + len];
             s.frames += 1;
             s.bytes += (len + FCS) as u64;
             match find_stamp(data) {

@@ -6,7 +6,7 @@
 //! while the worker sleeps in poll(2), so idle nodes do not spin (several lab nodes share two
 //! cores); under load it never sleeps.
 
-use crate::xsk::{self, RingSizes, Umem, XskError, XskFrame, XskSocket};
+use crate::xsk::{self, RingSizes, Umem, XskDesc, XskError, XskFrame, XskSocket};
 use pipeline::pipeline::{Packet, Pipeline, Verdict, BATCH};
 use pipeline::stats::{SharedStats, Stats};
 use pipeline::tables::{PortId, Tables, TablesReader};
@@ -119,7 +119,7 @@ pub struct Worker {
     wg: Option<Arc<Mutex<WgDevice>>>,
     /// Scratch for WireGuard timer datagrams and the frames they become.
     wg_scratch: Vec<u8>,
-    wg_tx: Vec<(XskFrame, usize, usize)>,
+    wg_tx: Vec<XskDesc>,
 }
 
 impl Worker {
@@ -211,7 +211,7 @@ impl Worker {
                     }
                 };
                 match built {
-                    Some((head, len)) => out.push((frame, head, len)),
+                    Some((head, len)) => out.push(XskDesc { frame, head, len }),
                     None => free.push(frame),
                 }
             });
@@ -228,7 +228,7 @@ impl Worker {
             sock.kick();
         }
         // Frames the ring did not take go back to the free list.
-        self.free.extend(out.drain(..).map(|(f, _, _)| f));
+        self.free.extend(out.drain(..).map(|d| d.frame));
         self.wg_tx = out;
     }
 
@@ -257,9 +257,12 @@ impl Worker {
             .min(self.config.rings.fill)
             .max(1);
         let start = Instant::now();
-        let mut rx: Vec<(XskFrame, usize, usize)> = Vec::with_capacity(BATCH);
-        let mut results: Vec<(Verdict, usize, usize)> = Vec::with_capacity(BATCH);
-        let mut tx_queues: Vec<Vec<(XskFrame, usize, usize)>> =
+        let mut rx: Vec<XskDesc> = Vec::with_capacity(BATCH);
+        // The packets of a batch borrow their frames' chunks: what the pipeline decided (the
+        // verdict and the window it left) is copied out here so that borrow ends before the
+        // frames move on to the tx rings, which must never take a chunk still being viewed.
+        let mut outcomes: Vec<(Verdict, usize, usize)> = Vec::with_capacity(BATCH);
+        let mut tx_queues: Vec<Vec<XskDesc>> =
             (0..nports).map(|_| Vec::with_capacity(BATCH)).collect();
         let mut packet_store: Vec<Packet<'static>> = Vec::with_capacity(BATCH);
         let mut idle = 0u32;
@@ -289,26 +292,27 @@ impl Worker {
                 if self.config.zero_work {
                     let out = (usize::from(p) + 1) % nports;
                     let chunk_size = self.umem.chunk_size() as usize;
-                    for (mut frame, off, len) in rx.drain(..) {
-                        if len >= 12 && off + len <= chunk_size {
-                            swap_macs(&mut self.umem.chunk_mut(&mut frame)[off..off + 12]);
-                            tx_queues[out].push((frame, off, len));
+                    for mut d in rx.drain(..) {
+                        if d.len >= 12 && d.head + d.len <= chunk_size {
+                            swap_macs(&mut self.umem.chunk_mut(&mut d.frame)[d.head..d.head + 12]);
+                            tx_queues[out].push(d);
                         } else {
-                            self.free.push(frame);
+                            self.free.push(d.frame);
                         }
                     }
                 } else {
                     let mut packets = recycle(std::mem::take(&mut packet_store));
                     let chunk_size = self.umem.chunk_size() as usize;
-                    for (frame, off, len) in rx.iter_mut() {
+                    for d in rx.iter_mut() {
                         // `recv` keeps descriptors inside their chunk; an empty frame (dropped
-                        // as malformed) stands in should that ever not hold.
-                        let (off, len) = if *off + *len <= chunk_size {
-                            (*off, *len)
+                        // as malformed) stands in should that ever not hold, so every frame has
+                        // its packet and the two stay in step.
+                        let (head, len) = if d.head + d.len <= chunk_size {
+                            (d.head, d.len)
                         } else {
                             (0, 0)
                         };
-                        if let Ok(f) = Frame::new(self.umem.chunk_mut(frame), off, len) {
+                        if let Ok(f) = Frame::new(self.umem.chunk_mut(&mut d.frame), head, len) {
                             packets.push(Packet::new(f, p));
                         }
                     }
@@ -320,24 +324,24 @@ impl Worker {
                         }
                         _ => self.pipeline.process(&tables, &mut packets, now_ns),
                     }
-                    results.clear();
-                    results.extend(
+                    outcomes.clear();
+                    outcomes.extend(
                         packets
                             .iter()
                             .map(|pk| (pk.verdict, pk.frame.head(), pk.frame.len())),
                     );
                     packet_store = recycle(packets);
-                    for ((frame, _, _), (verdict, head, len)) in rx.drain(..).zip(results.drain(..))
-                    {
+                    for (mut d, (verdict, head, len)) in rx.drain(..).zip(outcomes.drain(..)) {
                         match verdict {
                             Verdict::Tx(port) if usize::from(port) < tx_queues.len() => {
-                                tx_queues[usize::from(port)].push((frame, head, len))
+                                (d.head, d.len) = (head, len);
+                                tx_queues[usize::from(port)].push(d);
                             }
                             Verdict::Host => {
                                 self.shared.host_unsteered.fetch_add(1, Ordering::Relaxed);
-                                self.free.push(frame);
+                                self.free.push(d.frame);
                             }
-                            _ => self.free.push(frame),
+                            _ => self.free.push(d.frame),
                         }
                     }
                 }

@@ -113,6 +113,17 @@ fn check_brand(frame: &XskFrame, umem: u32) {
     );
 }
 
+/// A frame and the window of its chunk that holds the packet: what an rx ring gives and a tx
+/// ring takes. The one shape a frame has outside the pipeline (inside, `pipeline::Packet` views
+/// the window's bytes while the handle stays here).
+#[derive(Debug)]
+pub struct XskDesc {
+    pub frame: XskFrame,
+    /// Offset of the packet's first byte in the chunk.
+    pub head: usize,
+    pub len: usize,
+}
+
 impl XskFrame {
     /// Address of the chunk's first byte within the UMEM.
     pub fn chunk_addr(&self) -> u64 {
@@ -609,19 +620,18 @@ impl XskSocket {
         self.fill.needs_wakeup()
     }
 
-    /// Receives up to `max` frames: pushes (frame, offset of the data in the chunk, length).
-    pub fn recv(
-        &mut self,
-        umem: &Umem,
-        max: usize,
-        out: &mut Vec<(XskFrame, usize, usize)>,
-    ) -> usize {
+    /// Receives up to `max` frames into `out`.
+    pub fn recv(&mut self, umem: &Umem, max: usize, out: &mut Vec<XskDesc>) -> usize {
         let n = (self.rx.available() as usize).min(max);
         for _ in 0..n {
             let d = self.rx.read();
             if let Some((frame, off)) = umem.frame_from_kernel(d.addr) {
                 let len = (d.len as usize).min(umem.chunk_size as usize - off);
-                out.push((frame, off, len));
+                out.push(XskDesc {
+                    frame,
+                    head: off,
+                    len,
+                });
             }
         }
         if n > 0 {
@@ -631,25 +641,21 @@ impl XskSocket {
         n
     }
 
-    /// Queues frames for transmission: each (frame, offset, length). Frames that do not fit in
-    /// the tx ring are returned to `free` (counted by the caller as tx drops). Returns how many
-    /// were queued. Call [`XskSocket::kick`] once after the batch.
-    pub fn send(
-        &mut self,
-        frames: &mut Vec<(XskFrame, usize, usize)>,
-        free: &mut Vec<XskFrame>,
-    ) -> usize {
+    /// Queues frames for transmission. Frames that do not fit in the tx ring are returned to
+    /// `free` (counted by the caller as tx drops). Returns how many were queued. Call
+    /// [`XskSocket::kick`] once after the batch.
+    pub fn send(&mut self, frames: &mut Vec<XskDesc>, free: &mut Vec<XskFrame>) -> usize {
         let room = self.tx.free() as usize;
         let n = frames.len().min(room);
-        for (frame, off, len) in frames.drain(..n) {
-            check_brand(&frame, self.umem);
+        for d in frames.drain(..n) {
+            check_brand(&d.frame, self.umem);
             self.tx.write(libc::xdp_desc {
-                addr: frame.chunk + off as u64,
-                len: len as u32,
+                addr: d.frame.chunk + d.head as u64,
+                len: d.len as u32,
                 options: 0,
             });
         }
-        free.extend(frames.drain(..).map(|(f, _, _)| f));
+        free.extend(frames.drain(..).map(|d| d.frame));
         if n > 0 {
             self.tx.submit();
             self.tx_in_flight += n as u32;
