@@ -1,5 +1,6 @@
 //! Compiles the minimal XDP_REDIRECT forwarder of `ferry-bench compare` (bpf/redirect.c) with
 //! clang into OUT_DIR, as dataplane/build.rs does for the steering program.
+#![forbid(unsafe_code)]
 use std::path::PathBuf;
 use std::process::Command;
 

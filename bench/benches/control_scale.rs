@@ -3,6 +3,7 @@
 //! remote (another node's block: no table change) and local (a new endpoint: new tables).
 //! Targets (issue 4): full ≤ 1 s, incremental ≤ 5 ms. `cargo run --release -p bench --example
 //! control_scale` prints the same figures with memory.
+#![forbid(unsafe_code)]
 
 use bench::synthetic;
 use control::compile::{CompileInputs, NodeCompiler};

@@ -1,6 +1,7 @@
 //! Prints the control plane's scale figures with their targets: 5,000 nodes × 20 pods (or
 //! `control_scale NODES PODS`). Each incremental figure is one pod added then removed, with new
 //! tables compiled whenever the change touched this node's tables.
+#![forbid(unsafe_code)]
 
 use bench::{rss::resident_bytes, synthetic};
 use control::compile::{CompileInputs, NodeCompiler};

@@ -1,5 +1,6 @@
 //! Where the time of one incremental local-pod change goes at 5,000 nodes: the compiler's spec
 //! and the dataplane's `Tables::compile` (for profiling with `perf record`).
+#![forbid(unsafe_code)]
 fn main() {
     let state = bench::synthetic::cluster(5000, 20);
     let nc = control::compile::NodeCompiler::new(&state, "node-00000", Default::default())

@@ -14,7 +14,6 @@ use crate::template::{find_stamp, SizeMix, Template, FCS};
 use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -29,13 +28,8 @@ const CHUNK: u32 = 2048;
 pub fn enter_netns(name: &str) -> Result<()> {
     let path = format!("/run/netns/{name}");
     let f = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
-    // SAFETY: `f` is an open namespace file for the duration of the call; setns only changes
-    // this thread's network namespace and reads nothing from our memory.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("setns {path}"));
-    }
-    Ok(())
+    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("setns {path}"))
 }
 
 /// Binds a socket to `queue`, waiting (up to 5 s) while the queue is still held by a socket

@@ -8,30 +8,30 @@
 //! machines but may step backwards. Gen and sink must therefore run on the same machine (they
 //! may be in different namespaces or processes).
 
+use nix::time::{clock_gettime, ClockId};
+
 /// `CLOCK_MONOTONIC` in nanoseconds.
 #[inline]
 pub fn monotonic_ns() -> u64 {
-    read(libc::CLOCK_MONOTONIC)
+    read(ClockId::CLOCK_MONOTONIC)
 }
 
 /// CPU time consumed by the calling thread (user + system), in nanoseconds. On veth the
 /// receiving side's work runs on the sender's CPU inside its `sendto`, so a generator's thread
 /// time includes the peer's NAPI and XDP work.
 pub fn thread_cpu_ns() -> u64 {
-    read(libc::CLOCK_THREAD_CPUTIME_ID)
+    read(ClockId::CLOCK_THREAD_CPUTIME_ID)
 }
 
-fn read(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
+fn read(clock: ClockId) -> u64 {
+    // Both clock ids exist on every Linux kernel Ferry supports, so the call cannot fail; if it
+    // did, zero (as the C call would have left the timespec) rather than a panic in the hot path.
+    let Ok(ts) = clock_gettime(clock) else {
+        return 0;
     };
-    // SAFETY: `ts` is a valid, writable timespec; both clock ids exist on every Linux kernel
-    // Ferry supports, so the call cannot fail (a failure would leave ts at zero, not UB).
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    (ts.tv_sec as u64)
+    (ts.tv_sec() as u64)
         .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
+        .wrapping_add(ts.tv_nsec() as u64)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //!   and an RFC 2544 throughput search. Pure parts — payload stamp, frame templates, loss and
 //!   reordering accounting, rate pacing, the NDR/PDR search — live in their own modules without
 //!   I/O; `afxdp` does the sockets, threads and namespaces.
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
 // Used only by the binaries; named here so that the lint above checks every other dependency.

@@ -5,6 +5,7 @@
 //! Needs root (namespaces, AF_XDP, XDP) and the `ferry` binary next to `ferry-bench` (built by
 //! `cargo test --workspace`, or `cargo build -p control` first); skipped without root. The
 //! figures themselves are not checked: timing goals belong in the benchmark, not in a test.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

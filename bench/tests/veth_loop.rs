@@ -4,6 +4,7 @@
 //!
 //! Needs root (namespaces, AF_XDP, XDP attach); skipped with a message otherwise. Everything
 //! lives in namespaces named `fb<pid>-<tag>-{g,s}`, deleted by a guard even when a test fails.
+#![forbid(unsafe_code)]
 
 use bench::afxdp::{self, GenConfig, Sink, SinkConfig};
 use bench::template::{Kind, Range, SizeMix, Template};

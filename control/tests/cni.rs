@@ -54,16 +54,8 @@ fn unique(tag: &str) -> String {
 }
 
 fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect(args[0]);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    // testbeds' one command runner: its error names the command and its stderr.
+    testbeds::sys::run_args(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A pod's network namespace as a runtime makes it (loopback up), deleted on drop with every

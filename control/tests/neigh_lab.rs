@@ -25,16 +25,8 @@ fn runnable() -> bool {
 }
 
 fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect(args[0]);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    // testbeds' one command runner: its error names the command and its stderr.
+    testbeds::sys::run_args(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Network namespaces, deleted on drop.

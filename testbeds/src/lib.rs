@@ -19,12 +19,15 @@
 //! spawn, capture, status), [`process`] (guarded child processes), [`tables`] (each node's
 //! forwarding tables for Ferry, derived from the topology), [`netns`] (namespaces made outside
 //! a lab, under the same teardown), [`tempdir`] (scratch directories that remove themselves),
-//! [`cpu`] (CPU accounting for benchmarks), [`sys`] (the one command runner).
+//! [`cpu`] (CPU accounting for benchmarks), [`sys`] (the one command runner), [`table`] (the one
+//! table printer of `ferry-lab` and `ferry-bench`).
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
 // Used only by the binaries; named here so that the lint above checks every other dependency.
 use anyhow as _;
 use clap as _;
+use signal_hook as _;
 
 pub mod bench;
 pub mod cpu;
@@ -35,6 +38,7 @@ pub mod plan;
 pub mod process;
 pub mod status;
 pub mod sys;
+pub mod table;
 pub mod tables;
 pub mod tempdir;
 pub mod topology;

@@ -1,4 +1,5 @@
 //! `ferry-lab`: network-namespace labs for Ferry (docs/lab.md).
+#![forbid(unsafe_code)]
 // The doc comments below are clap's --help text, where `<id>` and `<node>` are meant literally.
 #![allow(rustdoc::invalid_html_tags)]
 
@@ -197,10 +198,13 @@ fn pick_lab(lab: &Option<String>) -> Result<String> {
 }
 
 fn main() {
-    // Die quietly on a closed pipe (`ferry-lab status | head`), like other command-line tools.
-    // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition for SIGPIPE.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    // Die quietly on a closed pipe (`ferry-lab status | head`), like other command-line tools:
+    // Rust starts with SIGPIPE ignored, so a write would fail and println! panic instead.
+    // signal-hook's handler restores the default action and re-raises the signal: the process
+    // ends by SIGPIPE as with SIG_DFL (and children, after exec, start with the default).
+    let always = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    if let Err(e) = signal_hook::flag::register_conditional_default(libc::SIGPIPE, always) {
+        eprintln!("ferry-lab: cannot handle SIGPIPE: {e}");
     }
     if let Err(e) = run(Cli::parse()) {
         // The library's messages already include their causes; print each cause once.
@@ -364,6 +368,7 @@ fn run(cli: Cli) -> Result<()> {
             if labs.is_empty() {
                 println!("no labs");
             }
+            let mut rows = Vec::new();
             for l in labs {
                 let (phase, topo, owner) = match &l.state {
                     Some(s) => (
@@ -376,20 +381,20 @@ fn run(cli: Cli) -> Result<()> {
                     ),
                     None => ("no state file".into(), "?".into(), "-".into()),
                 };
-                println!(
-                    "fl-{:<10} {:<13} topology {:<8} {:>3} namespaces  {}{}",
-                    l.id,
+                rows.push([
+                    format!("fl-{}", l.id),
                     phase,
-                    topo,
-                    l.namespaces.len(),
+                    format!("topology {topo}"),
+                    format!("{} namespaces", l.namespaces.len()),
                     owner,
                     if l.orphaned {
-                        "  ORPHANED: ferry-lab down --lab ".to_owned() + &l.id
+                        "ORPHANED: ferry-lab down --lab ".to_owned() + &l.id
                     } else {
                         String::new()
-                    }
-                );
+                    },
+                ]);
             }
+            print!("{}", testbeds::table::render::<&str, _, _>(&[], rows));
             Ok(())
         }
         Cmd::Tables { node, ipip, vxlan } => {
@@ -416,6 +421,7 @@ fn run(cli: Cli) -> Result<()> {
                         t.nodes().len(),
                         t.pods().len()
                     );
+                    let mut rows = Vec::new();
                     for ns in &plan.namespaces {
                         let links: Vec<String> = ns
                             .links
@@ -431,8 +437,10 @@ fn run(cli: Cli) -> Result<()> {
                                 }
                             })
                             .collect();
-                        println!("  {:<6} {:<14} {}", ns.role, ns.target, links.join("; "));
+                        rows.push([ns.role.to_string(), ns.target.clone(), links.join("; ")]);
                     }
+                    let table = testbeds::table::render::<&str, _, _>(&[], rows);
+                    print!("{}", testbeds::table::indent("  ", &table));
                 }
             }
             Ok(())
@@ -503,9 +511,10 @@ fn bench(
             .map(|s| &s.median)
     };
     println!(
-        "medians of {} round(s); TCP and UDP ranges are min-max\n{:<13} {:<7} {:>9} {:>13} {:>11} {:>15} {:>7} {:>8} {:>15}",
-        repeats.max(1), "system", "mode", "TCP Gb/s", "(range)", "UDP64 kpps", "(range)", "loss %", "CPU s", "vs kernel"
+        "medians of {} round(s); TCP and UDP ranges are min-max",
+        repeats.max(1)
     );
+    let mut table = Vec::new();
     for s in &summary {
         let r = &s.median;
         let ratio = match (r.system.as_str(), kernel(&r.mode)) {
@@ -518,21 +527,32 @@ fn bench(
             }
             _ => "-".into(),
         };
-        println!(
-            "{:<13} {:<7} {:>9.2} {:>13} {:>11.1} {:>15} {:>7.1} {:>8} {:>15}",
-            r.system,
-            r.mode,
-            r.tcp_gbps,
+        table.push([
+            r.system.clone(),
+            r.mode.clone(),
+            format!("{:.2}", r.tcp_gbps),
             format!("{:.2}-{:.2}", s.tcp_gbps_range.0, s.tcp_gbps_range.1),
-            r.udp64_kpps,
+            format!("{:.1}", r.udp64_kpps),
             format!("{:.0}-{:.0}", s.udp64_kpps_range.0, s.udp64_kpps_range.1),
-            r.udp64_loss_pct,
+            format!("{:.1}", r.udp64_loss_pct),
             r.ferry_cpu_s
                 .map(|c| format!("{c:.1}"))
                 .unwrap_or_else(|| "-".into()),
-            ratio
-        );
+            ratio,
+        ]);
     }
+    let head = [
+        "system",
+        "mode",
+        "TCP Gb/s",
+        "(range)",
+        "UDP64 kpps",
+        "(range)",
+        "loss %",
+        "CPU s",
+        "vs kernel",
+    ];
+    print!("{}", testbeds::table::render(&head, table));
     let rows = summary;
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&rows)? + "\n")
@@ -595,6 +615,7 @@ fn test(
         println!("\n=== {} ===", m.name());
         let nodes = FerryNodes::start(&lab, &ferry, m)?;
         let results = nodes.matrix(megabytes << 20)?;
+        let mut matrix = Vec::new();
         for r in &results {
             let what = match (&r.ping, &r.tcp) {
                 (true, Some(Ok(()))) => format!("ping ok, {megabytes} MB TCP ok"),
@@ -602,14 +623,15 @@ fn test(
                 (true, None) => "ping ok".to_string(),
                 (false, _) => "no ping".to_string(),
             };
-            println!(
-                "  {:<14} -> {:<14} {:<40} {}",
-                r.from,
-                r.to,
+            matrix.push([
+                r.from.clone(),
+                format!("-> {}", r.to),
                 what,
-                if r.ok() { "as expected" } else { "UNEXPECTED" }
-            );
+                (if r.ok() { "as expected" } else { "UNEXPECTED" }).to_string(),
+            ]);
         }
+        let matrix = testbeds::table::render::<&str, _, _>(&[], matrix);
+        print!("{}", testbeds::table::indent("  ", &matrix));
         let mut wire = Vec::new();
         for same in [true, false] {
             let Some(p) = peer_pod(same) else { continue };
@@ -649,34 +671,22 @@ fn test(
         let rx = nodes
             .counter(&w.node, "ferry_rx_packets_total", &[])
             .unwrap_or(0);
-        summary.push(format!(
-            "{:<20} {:>3}/{:<3} {:>3}/{:<3} {:<12} {:<12} {:>10}",
-            m.name(),
-            reached,
-            results.len(),
-            ok,
-            results.len(),
+        summary.push([
+            m.name().to_string(),
+            format!("{reached}/{}", results.len()),
+            format!("{ok}/{}", results.len()),
             wire.first().cloned().unwrap_or_default(),
             wire.get(1).cloned().unwrap_or_default(),
-            rx
-        ));
+            rx.to_string(),
+        ]);
     }
     println!(
         "\n=== summary (pairs across nodes; wire = on the router's link to {}) ===",
         w.node
     );
-    println!(
-        "{:<20} {:<7} {:<7} {:<12} {:<12} {:>10}",
-        "mode",
-        "reached",
-        "as exp.",
-        "wire same",
-        "wire other",
-        format!("{} rx", w.node)
-    );
-    for l in &summary {
-        println!("{l}");
-    }
+    let rx = format!("{} rx", w.node);
+    let head = ["mode", "reached", "as exp.", "wire same", "wire other", &rx];
+    print!("{}", testbeds::table::render(&head, summary));
     println!("\nDirect mode reaches only the same subnet: the router has no pod routes (as in the study).");
     drop(lab);
     println!("lab torn down");

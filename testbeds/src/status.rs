@@ -287,6 +287,7 @@ impl fmt::Display for LabStatus {
                 ns.netns,
                 if ns.exists { "" } else { "  MISSING" }
             )?;
+            let mut links = Vec::new();
             for l in &ns.links {
                 let state = if !l.found {
                     "MISSING"
@@ -304,16 +305,16 @@ impl fmt::Display for LabStatus {
                     Some(m) => format!("{}, port of {m}", l.role),
                     None => l.role.clone(),
                 };
-                writeln!(
-                    f,
-                    "  {:<10} {:<7} {:<17} {:<30} {}",
-                    l.name,
-                    state,
-                    l.mac.as_deref().unwrap_or("-"),
+                links.push([
+                    l.name.clone(),
+                    state.to_string(),
+                    l.mac.as_deref().unwrap_or("-").to_string(),
                     addrs,
-                    role
-                )?;
+                    role,
+                ]);
             }
+            let links = crate::table::render::<&str, _, _>(&[], links);
+            write!(f, "{}", crate::table::indent("  ", &links))?;
             for r in &ns.routes {
                 writeln!(
                     f,

@@ -191,9 +191,8 @@ pub fn pids_in(namespaces: &[String]) -> Vec<(i32, String)> {
 /// Sends `sig` to a process (`pid` > 0) or a process group (`pid` < 0). Errors (the process is
 /// already gone) are ignored.
 pub(crate) fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions; it only takes integers.
-    unsafe {
-        libc::kill(pid, sig);
+    if let Ok(sig) = nix::sys::signal::Signal::try_from(sig) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
     }
 }
 
@@ -203,8 +202,7 @@ pub(crate) fn process_alive(pid: u32) -> bool {
 
 /// Whether we run as root (the lab needs CAP_NET_ADMIN and CAP_SYS_ADMIN).
 pub fn is_root() -> bool {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// Whether `program` can be found on PATH (or, given as a path, is a file).

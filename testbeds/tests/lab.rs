@@ -1,6 +1,7 @@
 //! The lab for real: namespaces, veths, bridges, pings. Needs root (CI runs as root); without
 //! it every test fails and says why, unless FERRY_LAB_SKIP=1 skips them knowingly. Each test
 //! has its own lab id, so they run in parallel.
+#![forbid(unsafe_code)]
 
 use serde_json::Value;
 use std::collections::BTreeSet;

@@ -1,5 +1,6 @@
 //! `ferry-bench`: AF_XDP traffic generator, sink and RFC 2544 throughput search.
 //! See docs/bench.md for the commands and what every number means.
+#![forbid(unsafe_code)]
 
 use anyhow::{bail, Context, Result};
 use bench::afxdp::{self, GenConfig, GenReport, Latency, Sink, SinkConfig, SinkReport};
@@ -466,22 +467,21 @@ fn main() -> Result<()> {
             };
             let s = Sink::start(&sc)?;
             let mut results = Vec::new();
+            let mut rows = Vec::new();
             for size in &sizes {
                 let mix = SizeMix::parse(size).map_err(anyhow::Error::msg)?;
-                let r = rfc2544_size(
+                let (r, row) = rfc2544_size(
                     &base, &s, &mix, trial_secs, drain_secs, max_rate, min_rate, resolution,
                 )?;
                 results.push(r);
+                rows.push(row);
                 write_json(
                     &json,
                     &serde_json::json!({ "template": base.template, "flows": base.flows,
                     "trial_secs": trial_secs, "results": results }),
                 )?;
             }
-            println!("\nsize     NDR pps   NDR Gbit/s    PDR pps   PDR Gbit/s   p50/p99 µs @50%NDR   p50/p99 µs @90%NDR");
-            for r in &results {
-                println!("{}", r["line"].as_str().unwrap_or(""));
-            }
+            println!("\n{}", testbeds::table::render(&SIZE_TABLE_HEADER, &rows));
             s.finish()?;
             Ok(())
         }
@@ -602,6 +602,17 @@ fn compare_cmd(
     Ok(())
 }
 
+/// The columns of `ferry-bench rfc2544`'s summary, one row per frame size.
+const SIZE_TABLE_HEADER: [&str; 7] = [
+    "size",
+    "NDR pps",
+    "NDR Gbit/s",
+    "PDR pps",
+    "PDR Gbit/s",
+    "p50/p99 µs @50%NDR",
+    "p50/p99 µs @90%NDR",
+];
+
 #[allow(clippy::too_many_arguments)]
 fn rfc2544_size(
     base: &GenConfig,
@@ -612,7 +623,7 @@ fn rfc2544_size(
     max_rate: Option<u64>,
     min_rate: u64,
     resolution: f64,
-) -> Result<serde_json::Value> {
+) -> Result<(serde_json::Value, Vec<String>)> {
     let trial_err = std::cell::RefCell::new(None::<anyhow::Error>);
     let run = |rate: Option<u64>, secs: f64| -> (Trial, SinkReport, GenReport) {
         let mut c = base.clone();
@@ -692,18 +703,19 @@ fn rfc2544_size(
         let p = |k: &str| lat[i]["latency"][k].as_u64().map_or(0.0, us);
         format!("{:.1}/{:.1}", p("p50_ns"), p("p99_ns"))
     };
-    let line = format!(
-        "{:<6} {:>10} {:>10.3} {:>12} {:>10.3}   {:>18}   {:>18}",
-        mix.name,
-        outcome.ndr.rate_pps,
-        gbps(outcome.ndr.rate_pps),
-        outcome.pdr.rate_pps,
-        gbps(outcome.pdr.rate_pps),
+    // One row of the summary table (`SIZE_TABLE_HEADER`); joined with spaces, the progress line.
+    let row = vec![
+        mix.name.to_string(),
+        outcome.ndr.rate_pps.to_string(),
+        format!("{:.3}", gbps(outcome.ndr.rate_pps)),
+        outcome.pdr.rate_pps.to_string(),
+        format!("{:.3}", gbps(outcome.pdr.rate_pps)),
         l(0),
-        l(1)
-    );
+        l(1),
+    ];
+    let line = row.join(" ");
     eprintln!("{line}");
-    Ok(serde_json::json!({
+    let json = serde_json::json!({
         "size": mix.name,
         "effective_sizes": mix.pattern.iter().map(|&s| base.template.effective_size(s)).collect::<Vec<_>>(),
         "search_max_pps": max,
@@ -715,5 +727,6 @@ fn rfc2544_size(
         "latency_at_90pct_ndr": lat[1],
         "trials": outcome.trials,
         "line": line,
-    }))
+    });
+    Ok((json, row))
 }

@@ -6,111 +6,70 @@
 //! decoded and checked by [`crate::model::Object::from_json`], the one decoder manifests also
 //! go through, and a rewritten IPAMBlock keeps the fields Ferry does not know
 //! (`sequenceNumber`, attributes' `secondary`, …). `schema = "disabled"`: Ferry never
-//! installs these CRDs (Calico's manifests do).
+//! installs these CRDs (Calico's manifests do). The seven differ only in kind, plural, root name
+//! and scope: `calico_resource!` writes each.
 
 use ::kube::CustomResource;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// `IPPool`: a pool of pod addresses (watched).
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[kube(
-    group = "crd.projectcalico.org",
-    version = "v1",
-    kind = "IPPool",
-    root = "IpPool",
-    plural = "ippools",
-    schema = "disabled"
-)]
-pub struct IpPoolSpec {
-    #[serde(flatten)]
-    pub fields: Map<String, Value>,
+/// One Calico resource: its spec struct `$spec` (every field kept as JSON) with kube-rs's
+/// `CustomResource` derive for `kind` and `plural` in `crd.projectcalico.org/v1`, an optional
+/// `root` type name (the derive's default is the kind), and `(namespaced)` after the spec's name
+/// for namespaced kinds.
+macro_rules! calico_resource {
+    ($(#[$doc:meta])* $spec:ident $(($namespaced:ident))?: kind = $kind:tt, plural = $plural:tt
+        $(, root = $root:tt)?) => {
+        $(#[$doc])*
+        #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+        #[kube(
+            group = "crd.projectcalico.org",
+            version = "v1",
+            kind = $kind,
+            $(root = $root,)?
+            plural = $plural,
+            $($namespaced,)?
+            schema = "disabled"
+        )]
+        pub struct $spec {
+            #[serde(flatten)]
+            pub fields: Map<String, Value>,
+        }
+    };
 }
 
-/// `IPAMBlock`: one claimed block of a pool and its allocations (read and written).
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[kube(
-    group = "crd.projectcalico.org",
-    version = "v1",
-    kind = "IPAMBlock",
-    root = "IpamBlock",
-    plural = "ipamblocks",
-    schema = "disabled"
-)]
-pub struct IpamBlockSpec {
-    #[serde(flatten)]
-    pub fields: Map<String, Value>,
+calico_resource! {
+    /// `IPPool`: a pool of pod addresses (watched).
+    IpPoolSpec: kind = "IPPool", plural = "ippools", root = "IpPool"
 }
 
-/// `BlockAffinity`: a node's claim on a block (written).
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[kube(
-    group = "crd.projectcalico.org",
-    version = "v1",
-    kind = "BlockAffinity",
-    plural = "blockaffinities",
-    schema = "disabled"
-)]
-pub struct BlockAffinitySpec {
-    #[serde(flatten)]
-    pub fields: Map<String, Value>,
+calico_resource! {
+    /// `IPAMBlock`: one claimed block of a pool and its allocations (read and written).
+    IpamBlockSpec: kind = "IPAMBlock", plural = "ipamblocks", root = "IpamBlock"
 }
 
-/// `IPAMHandle`: the blocks holding one handle's addresses (read and written).
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[kube(
-    group = "crd.projectcalico.org",
-    version = "v1",
-    kind = "IPAMHandle",
-    root = "IpamHandle",
-    plural = "ipamhandles",
-    schema = "disabled"
-)]
-pub struct IpamHandleSpec {
-    #[serde(flatten)]
-    pub fields: Map<String, Value>,
+calico_resource! {
+    /// `BlockAffinity`: a node's claim on a block (written).
+    BlockAffinitySpec: kind = "BlockAffinity", plural = "blockaffinities"
 }
 
-/// `FelixConfiguration` (watched: encapsulation, WireGuard settings).
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[kube(
-    group = "crd.projectcalico.org",
-    version = "v1",
-    kind = "FelixConfiguration",
-    plural = "felixconfigurations",
-    schema = "disabled"
-)]
-pub struct FelixConfigurationSpec {
-    #[serde(flatten)]
-    pub fields: Map<String, Value>,
+calico_resource! {
+    /// `IPAMHandle`: the blocks holding one handle's addresses (read and written).
+    IpamHandleSpec: kind = "IPAMHandle", plural = "ipamhandles", root = "IpamHandle"
 }
 
-/// Calico's namespaced `NetworkPolicy` (watched).
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[kube(
-    group = "crd.projectcalico.org",
-    version = "v1",
-    kind = "NetworkPolicy",
-    root = "CalicoNetworkPolicy",
-    plural = "networkpolicies",
-    namespaced,
-    schema = "disabled"
-)]
-pub struct CalicoNetworkPolicySpec {
-    #[serde(flatten)]
-    pub fields: Map<String, Value>,
+calico_resource! {
+    /// `FelixConfiguration` (watched: encapsulation, WireGuard settings).
+    FelixConfigurationSpec: kind = "FelixConfiguration", plural = "felixconfigurations"
 }
 
-/// `GlobalNetworkPolicy` (watched).
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[kube(
-    group = "crd.projectcalico.org",
-    version = "v1",
-    kind = "GlobalNetworkPolicy",
-    plural = "globalnetworkpolicies",
-    schema = "disabled"
-)]
-pub struct GlobalNetworkPolicySpec {
-    #[serde(flatten)]
-    pub fields: Map<String, Value>,
+calico_resource! {
+    /// Calico's namespaced `NetworkPolicy` (watched).
+    CalicoNetworkPolicySpec (namespaced): kind = "NetworkPolicy", plural = "networkpolicies",
+        root = "CalicoNetworkPolicy"
+}
+
+calico_resource! {
+    /// `GlobalNetworkPolicy` (watched).
+    GlobalNetworkPolicySpec: kind = "GlobalNetworkPolicy", plural = "globalnetworkpolicies"
 }

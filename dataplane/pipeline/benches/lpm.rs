@@ -14,6 +14,7 @@
 //!
 //! Under `cargo test` (no `--bench` argument) the table is scaled down 64x so the smoke run of
 //! every benchmark stays quick in a debug build.
+#![forbid(unsafe_code)]
 
 use std::collections::HashSet;
 use std::hint::black_box;

@@ -44,6 +44,7 @@
 //! slope estimate with its interval) and Mpps per path, read back from criterion's estimates.
 //! Results and profile: `docs/benchmarks.md (Pipeline)`. Under `cargo test --benches` (or
 //! `-- --test`) each bench runs once, after the verification: a smoke test of the setup.
+#![forbid(unsafe_code)]
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -543,24 +544,15 @@ impl Umem {
 
     /// Evicts every line a batch touches (the headroom line the outer headers go to and the
     /// frame's lines) from all cache levels: frames as a NIC leaves them in memory without
-    /// DDIO. The descriptors (lengths, ports) stay cached, as an RX ring's would.
-    #[cfg(target_arch = "x86_64")]
+    /// DDIO. The descriptors (lengths, ports) stay cached, as an RX ring's would. CLFLUSH
+    /// through `cache_flush` (dataplane/xdp/cache-flush), which holds the one `unsafe` this
+    /// needs: evicting by streaming through a buffer larger than the last-level cache would
+    /// also evict the tables and cost milliseconds per batch.
     fn evict(&self) {
-        use std::arch::x86_64::{_mm_clflush, _mm_mfence};
-        const LINE: usize = 64;
-        for chunk in self.buf.chunks_exact(CHUNK) {
-            for at in (HEADROOM - LINE..HEADROOM + TEMPLATE_STRIDE).step_by(LINE) {
-                // SAFETY: `at` is inside `chunk`; CLFLUSH only writes the line back and
-                // invalidates it, the memory keeps its contents.
-                unsafe { _mm_clflush(chunk[at..].as_ptr()) };
-            }
-        }
-        // SAFETY: MFENCE only orders memory operations; SSE2 is part of x86_64.
-        unsafe { _mm_mfence() };
+        const LINE: usize = cache_flush::LINE;
+        let touched = HEADROOM - LINE..HEADROOM + TEMPLATE_STRIDE;
+        cache_flush::flush(self.buf.chunks_exact(CHUNK).map(|c| &c[touched.clone()]));
     }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    fn evict(&self) {}
 
     /// The packet descriptors, as a worker builds them from its RX ring.
     #[inline]

@@ -14,6 +14,7 @@
 //! to this endpoint and is checked before the match.
 //!
 //! `cargo bench -p pipeline --bench policy -- --warm-up-time 1 --measurement-time 3`
+#![forbid(unsafe_code)]
 
 use criterion::{Criterion, Throughput};
 use etherparse::PacketBuilder;

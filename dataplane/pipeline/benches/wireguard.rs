@@ -8,6 +8,7 @@
 //!
 //! Criterion prints throughput in bytes/s; ns/byte = 1e9 / that. `cargo bench -p pipeline
 //! --bench wireguard -- --warm-up-time 1 --measurement-time 3`
+#![forbid(unsafe_code)]
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use pipeline::wire::MacAddr;

@@ -91,16 +91,9 @@ pub enum DropReason {
 impl DropReason {
     pub const COUNT: usize = <Self as strum::EnumCount>::COUNT;
     /// Every reason, in discriminant order.
-    pub const ALL: [DropReason; Self::COUNT] = {
-        let variants = <Self as strum::VariantArray>::VARIANTS;
-        let mut all = [DropReason::Malformed; Self::COUNT];
-        let mut i = 0;
-        while i < Self::COUNT {
-            all[i] = variants[i];
-            i += 1;
-        }
-        all
-    };
+    pub const ALL: [DropReason; Self::COUNT] = *<Self as strum::VariantArray>::VARIANTS
+        .first_chunk()
+        .expect("strum's VARIANTS has COUNT entries");
 
     /// The stable snake_case name.
     pub fn as_str(self) -> &'static str {
@@ -121,16 +114,9 @@ pub enum IcmpSent {
 
 impl IcmpSent {
     pub const COUNT: usize = <Self as strum::EnumCount>::COUNT;
-    pub const ALL: [IcmpSent; Self::COUNT] = {
-        let variants = <Self as strum::VariantArray>::VARIANTS;
-        let mut all = [IcmpSent::TimeExceeded; Self::COUNT];
-        let mut i = 0;
-        while i < Self::COUNT {
-            all[i] = variants[i];
-            i += 1;
-        }
-        all
-    };
+    pub const ALL: [IcmpSent; Self::COUNT] = *<Self as strum::VariantArray>::VARIANTS
+        .first_chunk()
+        .expect("strum's VARIANTS has COUNT entries");
 
     pub fn as_str(self) -> &'static str {
         self.into()

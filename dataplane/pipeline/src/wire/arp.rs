@@ -37,7 +37,7 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
     }
 
     pub fn operation(&self) -> u16 {
-        u16::from_be_bytes([self.b()[6], self.b()[7]])
+        super::be_u16(self.b(), 6)
     }
 
     pub fn sender_mac(&self) -> MacAddr {
@@ -46,8 +46,7 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
     }
 
     pub fn sender_ip(&self) -> u32 {
-        let b = self.b();
-        u32::from_be_bytes([b[14], b[15], b[16], b[17]])
+        super::be_u32(self.b(), 14)
     }
 
     pub fn target_mac(&self) -> MacAddr {
@@ -56,8 +55,7 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
     }
 
     pub fn target_ip(&self) -> u32 {
-        let b = self.b();
-        u32::from_be_bytes([b[24], b[25], b[26], b[27]])
+        super::be_u32(self.b(), 24)
     }
 }
 

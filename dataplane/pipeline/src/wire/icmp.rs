@@ -49,8 +49,7 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
 
     /// The 4 bytes after the checksum (echo id/sequence, or unused + next-hop MTU).
     pub fn rest_of_header(&self) -> u32 {
-        let b = self.buffer.as_ref();
-        u32::from_be_bytes([b[4], b[5], b[6], b[7]])
+        super::be_u32(self.buffer.as_ref(), 4)
     }
 
     /// An echo request's or reply's identifier (the first half of the rest of the header).

@@ -92,12 +92,11 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     fn u16_at(&self, at: usize) -> u16 {
-        u16::from_be_bytes([self.b()[at], self.b()[at + 1]])
+        super::be_u16(self.b(), at)
     }
 
     fn u32_at(&self, at: usize) -> u32 {
-        let b = self.b();
-        u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+        super::be_u32(self.b(), at)
     }
 
     /// Header length in bytes (IHL × 4), options included.

@@ -22,17 +22,12 @@ impl<T: AsRef<[u8]>> PortsView<T> {
         Ok(PortsView { buffer })
     }
 
-    fn u16_at(&self, at: usize) -> u16 {
-        let b = self.buffer.as_ref();
-        u16::from_be_bytes([b[at], b[at + 1]])
-    }
-
     pub fn src_port(&self) -> u16 {
-        self.u16_at(0)
+        super::be_u16(self.buffer.as_ref(), 0)
     }
 
     pub fn dst_port(&self) -> u16 {
-        self.u16_at(2)
+        super::be_u16(self.buffer.as_ref(), 2)
     }
 }
 

@@ -31,8 +31,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
 
     fn u16_at(&self, at: usize) -> u16 {
-        let b = self.buffer.as_ref();
-        u16::from_be_bytes([b[at], b[at + 1]])
+        super::be_u16(self.buffer.as_ref(), at)
     }
 
     pub fn src_port(&self) -> u16 {
