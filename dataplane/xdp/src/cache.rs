@@ -1,14 +1,10 @@
-//! Evicts memory from the CPU caches, for benchmarks that measure a cold working set (the
-//! pipeline bench's `pipeline_cold` group: frames as a NIC without DDIO leaves them in memory).
-//!
-//! What lives here: one safe function over a byte slice. What may not: anything else. It is a
-//! crate of its own beside the `xdp` crate rather than a module of it because the pipeline's
-//! benches use it, and a dev-dependency on `xdp` would make every pipeline test build need
-//! clang (xdp's build script compiles the steering program); with it, the pipeline crate and
-//! its benches stay `#![forbid(unsafe_code)]` and the unsafe code of the dataplane stays under
-//! dataplane/xdp. Streaming through a buffer larger than the last-level cache would be safe
-//! without this crate, but it evicts the forwarding tables too (a different, colder benchmark)
-//! and costs milliseconds per 64-frame batch.
+//! Evicting memory from the CPU caches, for the benchmark that measures a cold working set
+//! (`benches/pipeline.rs`, group `pipeline_cold`: frames as a NIC without DDIO leaves them in
+//! memory, which is how AF_XDP hands them to a worker). It lives in the xdp crate, with the rest
+//! of Ferry's unsafe code, and the pipeline benchmark with it: the frames a worker sees are this
+//! crate's business. Streaming through a buffer larger than the last-level cache would need no
+//! unsafe, but it evicts the forwarding tables too (a different, colder benchmark) and costs
+//! milliseconds per 64-frame batch.
 
 /// The cache line size of x86_64 CPUs.
 pub const LINE: usize = 64;

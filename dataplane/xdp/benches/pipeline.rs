@@ -38,7 +38,7 @@
 //! - `lpm_only`: `Tables::lookup_batch` alone on the same 64-address batches: the route pass;
 //!   `pipeline − lpm_only` is the LPM-free cost of the pipeline.
 //!
-//! `cargo bench -p pipeline --bench pipeline -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench -p xdp --bench pipeline -- --warm-up-time 1 --measurement-time 3`
 //!
 //! After criterion's own report a table gives ns/packet (median over samples, and criterion's
 //! slope estimate with its interval) and Mpps per path, read back from criterion's estimates.
@@ -545,13 +545,13 @@ impl Umem {
     /// Evicts every line a batch touches (the headroom line the outer headers go to and the
     /// frame's lines) from all cache levels: frames as a NIC leaves them in memory without
     /// DDIO. The descriptors (lengths, ports) stay cached, as an RX ring's would. CLFLUSH
-    /// through `cache_flush` (dataplane/xdp/cache-flush), which holds the one `unsafe` this
+    /// through `xdp::cache`, which holds the one `unsafe` this
     /// needs: evicting by streaming through a buffer larger than the last-level cache would
     /// also evict the tables and cost milliseconds per batch.
     fn evict(&self) {
-        const LINE: usize = cache_flush::LINE;
+        const LINE: usize = xdp::cache::LINE;
         let touched = HEADROOM - LINE..HEADROOM + TEMPLATE_STRIDE;
-        cache_flush::flush(self.buf.chunks_exact(CHUNK).map(|c| &c[touched.clone()]));
+        xdp::cache::flush(self.buf.chunks_exact(CHUNK).map(|c| &c[touched.clone()]));
     }
 
     /// The packet descriptors, as a worker builds them from its RX ring.
