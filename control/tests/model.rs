@@ -1,6 +1,8 @@
-//! `control::model`: the study's manifests verbatim, Calico's and Kubernetes' defaults, and every
-//! refusal naming the file, the document and the field.
+//! The cluster model (`cluster::model`, read from files by `control::manifest_dir`): the study's
+//! manifests verbatim, Calico's and Kubernetes' defaults, and every refusal naming the file, the
+//! document and the field.
 
+use control::manifest_dir::load_files;
 use control::model::{
     parse_str, Action, CalicoPort, CalicoProtocol, ClusterState, IntOrString, Kind, LoadError,
     ObjectKey, PolicyType, Protocol,
@@ -16,13 +18,13 @@ fn manifests(rel: &str) -> PathBuf {
 }
 
 fn study() -> control::model::Loaded {
-    ClusterState::load_path(&manifests("study")).expect("the study manifests load")
+    load_files(&manifests("study")).expect("the study manifests load")
 }
 
 /// Loads a bad fixture and checks the error names the file, the document and every fragment.
 fn refused(file: &str, document: usize, fragments: &[&str]) -> LoadError {
     let path = manifests(&format!("bad/{file}"));
-    let e = ClusterState::load_path(&path).expect_err("must be refused");
+    let e = load_files(&path).expect_err("must be refused");
     let text = e.to_string();
     assert!(text.contains(file), "{text}");
     assert!(text.contains(&format!("document {document}")), "{text}");
@@ -292,7 +294,7 @@ fn directory_load_is_sorted_and_deterministic() {
     let a = study();
     let b = study();
     assert_eq!(a, b);
-    let files = control::model::manifest_files(&manifests("study")).unwrap();
+    let files = control::manifest_dir::manifest_files(&manifests("study")).unwrap();
     let names: Vec<_> = files
         .iter()
         .map(|f| f.file_name().unwrap().to_str().unwrap().to_string())
@@ -401,7 +403,7 @@ fn bad_both_modes() {
 #[test]
 fn a_bad_file_fails_the_whole_directory() {
     // Every bad fixture is refused as a whole: nothing of the good first document comes back.
-    assert!(ClusterState::load_path(&manifests("bad")).is_err());
+    assert!(load_files(&manifests("bad")).is_err());
 }
 
 #[test]
@@ -481,7 +483,7 @@ fn bad_node_selector_is_refused_with_where_it_fails() {
 #[test]
 fn pool_selectors_choose_nodes() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/study");
-    let loaded = control::model::ClusterState::load_path(std::path::Path::new(dir)).unwrap();
+    let loaded = control::manifest_dir::load_files(std::path::Path::new(dir)).unwrap();
     let labels: std::collections::BTreeMap<String, String> =
         [("kubernetes.io/hostname".to_string(), "k8s-w1".to_string())].into();
     let default_pool = &loaded.state.ip_pools["default-ipv4-ippool"];

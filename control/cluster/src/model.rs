@@ -8,6 +8,10 @@
 //! error naming the file, the document (1-based) and the field path, so a caller can keep its
 //! previous [`ClusterState`] untouched.
 //!
+//! Manifests arrive here as text ([`parse_str`], [`ClusterState::load_str`]) or as JSON values
+//! ([`Object::from_json`]); reading files and directories is an adapter's job
+//! (`control::manifest_dir`).
+//!
 //! # YAML crate
 //!
 //! `serde_yaml` 0.9 (dtolnay). It is archived ("+deprecated" on crates.io) but it is feature
@@ -28,7 +32,6 @@ use serde_yaml::Value;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::path::Path;
 
 // ---------------------------------------------------------------------------------------------
 // Errors and warnings.
@@ -1401,64 +1404,6 @@ fn finish(
     })
 }
 
-fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|e| LoadError {
-        file: path.display().to_string(),
-        document: None,
-        item: None,
-        object: None,
-        message: format!("cannot read: {e}"),
-    })
-}
-
-/// Parses one file; its path (as given) names it in errors.
-pub fn parse_file(path: &Path) -> Result<Parsed, LoadError> {
-    parse_str(&path.display().to_string(), &read(path)?)
-}
-
-/// The manifest files of a directory: `*.yaml`, `*.yml`, `*.json`, sorted by name (not
-/// recursive; hidden files skipped).
-pub fn manifest_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, LoadError> {
-    let io = |e: std::io::Error| LoadError {
-        file: dir.display().to_string(),
-        document: None,
-        item: None,
-        object: None,
-        message: format!("cannot list: {e}"),
-    };
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let p = entry.map_err(io)?.path();
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if p.is_file() && !name.starts_with('.') && matches!(ext, "yaml" | "yml" | "json") {
-            files.push(p);
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-/// Parses every manifest file of a directory, in name order.
-pub fn parse_dir(dir: &Path) -> Result<Parsed, LoadError> {
-    let mut out = Parsed::default();
-    for f in manifest_files(dir)? {
-        let p = parse_file(&f)?;
-        out.objects.extend(p.objects);
-        out.warnings.extend(p.warnings);
-    }
-    Ok(out)
-}
-
-/// Parses a file, or every manifest file of a directory.
-pub fn parse_path(path: &Path) -> Result<Parsed, LoadError> {
-    if path.is_dir() {
-        parse_dir(path)
-    } else {
-        parse_file(path)
-    }
-}
-
 /// The loaded cluster: every object by key, later documents replacing earlier ones with the same
 /// key, checked across objects (overlapping pools).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -1538,11 +1483,6 @@ impl ClusterState {
     /// Parses and loads a YAML stream.
     pub fn load_str(origin: &str, text: &str) -> Result<Loaded, LoadError> {
         Self::from_parsed(parse_str(origin, text)?)
-    }
-
-    /// Loads a file, or every manifest file of a directory.
-    pub fn load_path(path: &Path) -> Result<Loaded, LoadError> {
-        Self::from_parsed(parse_path(path)?)
     }
 
     fn origin_of(&self, kind: Kind, namespace: Option<&str>, name: &str) -> Option<&Origin> {
