@@ -12,6 +12,9 @@
 //! [`DirWatcher`] polls the directory (cheap: names, sizes and modification times) and turns
 //! what changed into [`Change`]s; node daemons poll every 100 ms, so a change is in force well
 //! within a second. An invalid state is reported and skipped: the last good state stays.
+//!
+//! This is also where manifest files are read for the core's parser (`cluster::model` parses
+//! text only): [`parse_file`], [`manifest_files`], [`parse_dir`], [`parse_path`], [`load_files`].
 
 use cluster::model::{parse_str, ClusterState, Kind, LoadError, Loaded, Object, ObjectKey, Parsed};
 use cluster::source::{diff, state_objects, Change};
