@@ -7,7 +7,6 @@
 use clap as _;
 
 pub mod cni;
-pub mod compile;
 pub mod ipam;
 pub mod kube;
 pub mod kube_ipam;
@@ -15,17 +14,16 @@ pub mod logging;
 pub mod manifest_dir;
 #[cfg(feature = "node")]
 pub mod metrics;
-pub mod model;
 pub mod neigh;
 pub mod netlink;
 #[cfg(feature = "node")]
 pub mod node;
-pub mod policy;
 pub mod replay;
-pub mod selector;
 pub mod show;
-pub mod source;
 pub mod store;
 pub mod tables_file;
 pub mod wep;
 pub mod wg_keys;
+
+// Re-exported while the adapters move to cluster:: paths.
+pub use cluster::{compile, model, policy, selector, source};

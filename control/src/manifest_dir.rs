@@ -12,9 +12,12 @@
 //! [`DirWatcher`] polls the directory (cheap: names, sizes and modification times) and turns
 //! what changed into [`Change`]s; node daemons poll every 100 ms, so a change is in force well
 //! within a second. An invalid state is reported and skipped: the last good state stays.
+//!
+//! This is also where manifest files are read for the core's parser (`cluster::model` parses
+//! text only): [`parse_file`], [`manifest_files`], [`parse_dir`], [`parse_path`], [`load_files`].
 
-use crate::model::{parse_dir, parse_str, ClusterState, Kind, LoadError, ObjectKey, Parsed};
-use crate::source::{diff, Change};
+use cluster::model::{parse_str, ClusterState, Kind, LoadError, Loaded, Object, ObjectKey, Parsed};
+use cluster::source::{diff, state_objects, Change};
 use serde_yaml::Value;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -173,7 +176,7 @@ impl ManifestDir {
     }
 
     /// Loads the whole state (all-or-nothing).
-    pub fn load(&self) -> Result<crate::model::Loaded, LoadError> {
+    pub fn load(&self) -> Result<Loaded, LoadError> {
         ClusterState::from_parsed(self.parse()?)
     }
 
@@ -242,8 +245,8 @@ impl ManifestDir {
         ClusterState::from_parsed(all)?;
         let mut applied = self.read_applied()?;
         let mut out = Vec::new();
-        let current_objects: std::collections::BTreeMap<ObjectKey, crate::model::Object> =
-            crate::source::state_objects(&current)
+        let current_objects: std::collections::BTreeMap<ObjectKey, Object> =
+            state_objects(&current)
                 .into_iter()
                 .map(|l| (l.object.key(), l.object))
                 .collect();
@@ -318,7 +321,7 @@ impl ManifestDir {
     /// A cheap fingerprint of the directory: names, sizes and modification times of the files
     /// it reads.
     pub fn fingerprint(&self) -> Vec<(PathBuf, u64, SystemTime)> {
-        let mut files = crate::model::manifest_files(&self.dir).unwrap_or_default();
+        let mut files = manifest_files(&self.dir).unwrap_or_default();
         files.push(self.applied_path());
         files
             .into_iter()
@@ -393,10 +396,77 @@ impl DirWatcher {
 
 /// Loads a single manifest file, or a manifest directory with the objects `ferry apply`
 /// stored: what every reader of "the manifests" (CLI, CNI, daemon) sees.
-pub fn load_path(path: &Path) -> Result<crate::model::Loaded, LoadError> {
+pub fn load_path(path: &Path) -> Result<Loaded, LoadError> {
     if path.is_dir() {
         ManifestDir::existing(path).load()
     } else {
-        ClusterState::load_path(path)
+        load_files(path)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Manifest files: the reading half of `cluster::model` (which parses text).
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|e| LoadError {
+        file: path.display().to_string(),
+        document: None,
+        item: None,
+        object: None,
+        message: format!("cannot read: {e}"),
+    })
+}
+
+/// Parses one file; its path (as given) names it in errors.
+pub fn parse_file(path: &Path) -> Result<Parsed, LoadError> {
+    parse_str(&path.display().to_string(), &read(path)?)
+}
+
+/// The manifest files of a directory: `*.yaml`, `*.yml`, `*.json`, sorted by name (not
+/// recursive; hidden files skipped).
+pub fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let io = |e: std::io::Error| LoadError {
+        file: dir.display().to_string(),
+        document: None,
+        item: None,
+        object: None,
+        message: format!("cannot list: {e}"),
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let p = entry.map_err(io)?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if p.is_file() && !name.starts_with('.') && matches!(ext, "yaml" | "yml" | "json") {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Parses every manifest file of a directory, in name order.
+pub fn parse_dir(dir: &Path) -> Result<Parsed, LoadError> {
+    let mut out = Parsed::default();
+    for f in manifest_files(dir)? {
+        let p = parse_file(&f)?;
+        out.objects.extend(p.objects);
+        out.warnings.extend(p.warnings);
+    }
+    Ok(out)
+}
+
+/// Parses a file, or every manifest file of a directory.
+pub fn parse_path(path: &Path) -> Result<Parsed, LoadError> {
+    if path.is_dir() {
+        parse_dir(path)
+    } else {
+        parse_file(path)
+    }
+}
+
+/// Loads a file, or every manifest file of a directory (without the objects `ferry apply`
+/// stored; [`load_path`] adds those).
+pub fn load_files(path: &Path) -> Result<Loaded, LoadError> {
+    ClusterState::from_parsed(parse_path(path)?)
 }

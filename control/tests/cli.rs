@@ -109,7 +109,7 @@ fn get_ippools_and_ipam_show_like_calicoctl() {
     // Three pods of the external namespace on two nodes, through the library's IPAM.
     let scratch = testbeds::TempDir::new("cli-ipam").unwrap();
     let dir = scratch.join("state");
-    let loaded = control::model::ClusterState::load_path(std::path::Path::new(manifests)).unwrap();
+    let loaded = control::manifest_dir::load_files(std::path::Path::new(manifests)).unwrap();
     let pools: Vec<_> = loaded.state.ip_pools.values().cloned().collect();
     let ipam = control::ipam::Ipam::open(&dir).unwrap();
     let labels = std::collections::BTreeMap::new();

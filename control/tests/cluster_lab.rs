@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 #[path = "cluster/mod.rs"]
 mod cluster;
-use cluster::*;
+use crate::cluster::*;
 
 const STUDY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/study");
 

@@ -1,9 +1,12 @@
-//! `control::model`: the study's manifests verbatim, Calico's and Kubernetes' defaults, and every
-//! refusal naming the file, the document and the field.
+//! The cluster model (`cluster::model`, read from files by `control::manifest_dir`): the study's
+//! manifests verbatim, Calico's and Kubernetes' defaults, and every refusal naming the file, the
+//! document and the field. (The tests from text alone are the cluster crate's:
+//! `control/cluster/tests/model.rs`.)
 
+use control::manifest_dir::load_files;
 use control::model::{
-    parse_str, Action, CalicoPort, CalicoProtocol, ClusterState, IntOrString, Kind, LoadError,
-    ObjectKey, PolicyType, Protocol,
+    Action, CalicoPort, CalicoProtocol, IntOrString, Kind, LoadError, ObjectKey, PolicyType,
+    Protocol,
 };
 use pipeline::tables::EncapMode;
 use std::net::Ipv4Addr;
@@ -16,13 +19,13 @@ fn manifests(rel: &str) -> PathBuf {
 }
 
 fn study() -> control::model::Loaded {
-    ClusterState::load_path(&manifests("study")).expect("the study manifests load")
+    load_files(&manifests("study")).expect("the study manifests load")
 }
 
 /// Loads a bad fixture and checks the error names the file, the document and every fragment.
 fn refused(file: &str, document: usize, fragments: &[&str]) -> LoadError {
     let path = manifests(&format!("bad/{file}"));
-    let e = ClusterState::load_path(&path).expect_err("must be refused");
+    let e = load_files(&path).expect_err("must be refused");
     let text = e.to_string();
     assert!(text.contains(file), "{text}");
     assert!(text.contains(&format!("document {document}")), "{text}");
@@ -50,33 +53,6 @@ fn study_pools_as_written() {
     let spec = def.to_pool_spec();
     assert_eq!(spec.ipip_mode, EncapMode::Always);
     assert!(spec.nat_outgoing);
-}
-
-#[test]
-fn pool_defaults_are_calicos() {
-    let l = ClusterState::load_str(
-        "inline.yaml",
-        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.0.0.0/16\n",
-    )
-    .unwrap();
-    let p = &l.state.ip_pools["p"].spec;
-    assert_eq!(p.block_size, 26);
-    assert_eq!(p.ipip_mode, EncapMode::Never);
-    assert_eq!(p.vxlan_mode, EncapMode::Never);
-    assert!(!p.nat_outgoing);
-    assert_eq!(p.node_selector, "all()");
-    assert!(!p.disabled);
-    assert!(l.warnings.is_empty());
-}
-
-#[test]
-fn crd_api_group_is_accepted() {
-    let l = ClusterState::load_str(
-        "crd.yaml",
-        "apiVersion: crd.projectcalico.org/v1\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.0.0.0/16\n  vxlanMode: Always\n",
-    )
-    .unwrap();
-    assert_eq!(l.state.ip_pools["p"].spec.vxlan_mode, EncapMode::Always);
 }
 
 #[test]
@@ -124,19 +100,6 @@ fn nginx_deployment_expands_to_three_pods() {
 }
 
 #[test]
-fn replicas_default_to_one_and_selector_must_match() {
-    let base = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: ";
-    let l = ClusterState::load_str("d.yaml", &format!("{base}web\n")).unwrap();
-    let d = &l.state.deployments[&("default".to_string(), "web".to_string())];
-    assert_eq!(d.spec.replicas, 1);
-    assert_eq!(d.pods().len(), 1);
-    let e = ClusterState::load_str("d.yaml", &format!("{base}other\n")).unwrap_err();
-    let t = e.to_string();
-    assert!(t.contains("d.yaml, document 1 (Deployment web)"), "{t}");
-    assert!(t.contains("spec.template.metadata.labels"), "{t}");
-}
-
-#[test]
 fn list_items_pods_and_nodes() {
     let s = study().state;
     let pod = &s.pods[&("default".to_string(), "pod1".to_string())];
@@ -156,20 +119,6 @@ fn list_items_pods_and_nodes() {
     }];
     assert_eq!((o.document, o.item), (3, Some(1)));
     assert!(o.file.ends_with("06-extras.yaml"));
-}
-
-#[test]
-fn list_item_errors_name_the_item() {
-    let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata:\n    name: a\n- apiVersion: v1\n  kind: Pod\n  metadata:\n    name: b\n  spec:\n    containers:\n    - name: c\n      ports:\n      - containerPort: 70000\n";
-    let t = parse_str("list.yaml", text).unwrap_err().to_string();
-    assert!(
-        t.starts_with("list.yaml, document 1, item 1 (Pod b): "),
-        "{t}"
-    );
-    assert!(
-        t.contains("spec.containers[0].ports[0].containerPort"),
-        "{t}"
-    );
 }
 
 #[test]
@@ -253,19 +202,6 @@ fn calico_policies_and_felix() {
 }
 
 #[test]
-fn calico_rule_ports_need_a_port_protocol() {
-    let text = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: g\nspec:\n  ingress:\n  - action: Allow\n    protocol: ICMP\n    destination:\n      ports: [80]\n";
-    let t = parse_str("g.yaml", text).unwrap_err().to_string();
-    assert!(
-        t.contains("g.yaml, document 1 (GlobalNetworkPolicy g): spec.ingress[0].destination.ports"),
-        "{t}"
-    );
-    let bad_action = text.replace("Allow", "Accept");
-    let t = parse_str("g.yaml", &bad_action).unwrap_err().to_string();
-    assert!(t.contains("spec.ingress[0].action"), "{t}");
-}
-
-#[test]
 fn unknown_kind_is_skipped_with_a_warning() {
     let l = study();
     assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
@@ -275,24 +211,11 @@ fn unknown_kind_is_skipped_with_a_warning() {
 }
 
 #[test]
-fn later_documents_replace_earlier_ones() {
-    let pool = |cidr: &str, bs: u8| {
-        format!("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: {cidr}\n  blockSize: {bs}\n")
-    };
-    // Same name: the second replaces the first, so the two CIDRs never overlap each other.
-    let text = format!("{}---\n{}", pool("10.0.0.0/16", 26), pool("10.0.0.0/8", 24));
-    let l = ClusterState::load_str("r.yaml", &text).unwrap();
-    assert_eq!(l.state.ip_pools.len(), 1);
-    assert_eq!(l.state.ip_pools["p"].spec.block_size, 24);
-    assert_eq!(l.state.origins.values().next().unwrap().document, 2);
-}
-
-#[test]
 fn directory_load_is_sorted_and_deterministic() {
     let a = study();
     let b = study();
     assert_eq!(a, b);
-    let files = control::model::manifest_files(&manifests("study")).unwrap();
+    let files = control::manifest_dir::manifest_files(&manifests("study")).unwrap();
     let names: Vec<_> = files
         .iter()
         .map(|f| f.file_name().unwrap().to_str().unwrap().to_string())
@@ -301,16 +224,6 @@ fn directory_load_is_sorted_and_deterministic() {
     sorted.sort();
     assert_eq!(names, sorted);
     assert_eq!(names.len(), 6);
-}
-
-#[test]
-fn json_and_empty_documents() {
-    let json =
-        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"j","labels":{"a":"b"}}}"#;
-    let l = ClusterState::load_str("ns.json", json).unwrap();
-    assert_eq!(l.state.namespaces["j"].metadata.labels["a"], "b");
-    let l = ClusterState::load_str("empty.yaml", "# nothing\n---\n---\n").unwrap();
-    assert_eq!(l.state, ClusterState::default());
 }
 
 #[test]
@@ -401,67 +314,7 @@ fn bad_both_modes() {
 #[test]
 fn a_bad_file_fails_the_whole_directory() {
     // Every bad fixture is refused as a whole: nothing of the good first document comes back.
-    assert!(ClusterState::load_path(&manifests("bad")).is_err());
-}
-
-#[test]
-fn more_refusals_name_their_field() {
-    let cases: &[(&str, &str)] = &[
-        (
-            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.0.0.1/16\n",
-            "spec.cidr",
-        ),
-        (
-            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.0.0.0/28\n",
-            "spec.cidr",
-        ),
-        (
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: n\n  annotations:\n    cni.projectcalico.org/ipv4pools: external-pool\n",
-            "metadata.annotations.cni.projectcalico.org/ipv4pools",
-        ),
-        (
-            "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  vxlanVNI: 16777216\n",
-            "spec.vxlanVNI",
-        ),
-        (
-            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: n\nspec:\n  ingress:\n  - from:\n    - ipBlock:\n        cidr: 10.0.0.0/16\n        except: [10.1.0.0/24]\n",
-            "spec.ingress[0].from[0].ipBlock.except[0]",
-        ),
-        (
-            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: n\nspec:\n  egress:\n  - ports:\n    - port: http\n      endPort: 90\n",
-            "spec.egress[0].ports[0].endPort",
-        ),
-        ("kind: Pod\nmetadata:\n  name: p\n", "apiVersion: missing"),
-        ("apiVersion: v1\nkind: Pod\nmetadata: {}\n", "metadata: missing field `name`"),
-    ];
-    for (text, field) in cases {
-        let t = parse_str("x.yaml", text).unwrap_err().to_string();
-        assert!(t.starts_with("x.yaml, document 1"), "{t}");
-        assert!(t.contains(field), "{t:?} lacks {field:?}");
-    }
-}
-
-#[test]
-fn pods_default_to_the_default_namespace() {
-    let l = ClusterState::load_str(
-        "p.yaml",
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    ports:\n    - containerPort: 8080\n",
-    )
-    .unwrap();
-    let p = &l.state.pods[&("default".to_string(), "p".to_string())];
-    assert_eq!(p.metadata.namespace.as_deref(), Some("default"));
-    assert_eq!(p.spec.containers[0].ports[0].protocol, Protocol::TCP);
-}
-
-#[test]
-fn dangling_pool_annotation_is_a_warning() {
-    let l = ClusterState::load_str(
-        "ns.yaml",
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: n\n  annotations:\n    cni.projectcalico.org/ipv4pools: '[\"nope\"]'\n",
-    )
-    .unwrap();
-    assert_eq!(l.warnings.len(), 1);
-    assert!(l.warnings[0].to_string().contains("IPPool nope"));
+    assert!(load_files(&manifests("bad")).is_err());
 }
 
 #[test]
@@ -481,7 +334,7 @@ fn bad_node_selector_is_refused_with_where_it_fails() {
 #[test]
 fn pool_selectors_choose_nodes() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/study");
-    let loaded = control::model::ClusterState::load_path(std::path::Path::new(dir)).unwrap();
+    let loaded = control::manifest_dir::load_files(std::path::Path::new(dir)).unwrap();
     let labels: std::collections::BTreeMap<String, String> =
         [("kubernetes.io/hostname".to_string(), "k8s-w1".to_string())].into();
     let default_pool = &loaded.state.ip_pools["default-ipv4-ippool"];

@@ -17,7 +17,7 @@ mod cluster;
 #[path = "netpol/mod.rs"]
 mod netpol;
 
-use cluster::*;
+use crate::cluster::*;
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

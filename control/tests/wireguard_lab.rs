@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 #[path = "cluster/mod.rs"]
 mod cluster;
-use cluster::*;
+use crate::cluster::*;
 
 const STUDY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/study");
 const TCPCHECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testbeds/tools/tcpcheck.py");

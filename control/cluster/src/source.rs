@@ -1,7 +1,7 @@
 //! Where cluster state comes from, and the one form every source reports it in: [`Change`]s.
 //!
-//! Two sources produce them: the manifest directory (see [`crate::manifest_dir`]) and the
-//! Kubernetes API (see [`crate::kube`]). Consumers (the node daemon, the tables compiler) apply
+//! Two sources produce them, both adapters in control: the manifest directory
+//! (`control::manifest_dir`) and the Kubernetes API (`control::kube`). Consumers (the node daemon, the tables compiler) apply
 //! changes to a [`ClusterState`] with [`apply_changes`], which is all-or-nothing: a batch that
 //! would leave the state invalid (overlapping pools, …) is refused whole and the state is
 //! unchanged.
