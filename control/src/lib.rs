@@ -6,6 +6,7 @@
 // Used only by the binaries; named here so that the lint above checks every other dependency.
 use clap as _;
 
+pub mod cli;
 pub mod cni;
 pub mod compile;
 pub mod ipam;
@@ -13,19 +14,12 @@ pub mod kube;
 pub mod kube_ipam;
 pub mod logging;
 pub mod manifest_dir;
-#[cfg(feature = "node")]
-pub mod metrics;
 pub mod model;
-pub mod neigh;
 pub mod netlink;
 #[cfg(feature = "node")]
 pub mod node;
 pub mod policy;
-pub mod replay;
 pub mod selector;
-pub mod show;
 pub mod source;
 pub mod store;
 pub mod tables_file;
-pub mod wep;
-pub mod wg_keys;

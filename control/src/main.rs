@@ -366,7 +366,10 @@ fn run(cli: Cli) -> Result<()> {
                 Some(dir) => control::ipam::Ipam::open(&dir)?.snapshot()?,
                 None => Default::default(),
             };
-            print!("{}", control::show::ipam(&loaded.state, &ipam, show_blocks));
+            print!(
+                "{}",
+                control::cli::show::ipam(&loaded.state, &ipam, show_blocks)
+            );
             Ok(())
         }
         #[cfg(feature = "node")]
@@ -464,7 +467,7 @@ fn replay(
     let tmp = output.with_extension("pcapng.partial");
     let outf =
         std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let result = control::replay::replay(
+    let result = control::cli::replay::replay(
         &t,
         BufReader::new(inf),
         BufWriter::new(outf),
@@ -596,7 +599,7 @@ fn print_objects(f: &Format, list: serde_json::Value) -> Result<()> {
 }
 
 fn get(what: GetCommand) -> Result<()> {
-    use control::show;
+    use control::cli::show;
     match what {
         GetCommand::Ippools { dir, output } => {
             let f = format(output.as_deref())?;
@@ -624,7 +627,7 @@ fn get(what: GetCommand) -> Result<()> {
             let f = format(output.as_deref())?;
             let loaded = load_manifests(&dir.manifests)?;
             let weps = match state {
-                Some(s) => control::wep::WepStore::open(&s)?.list()?,
+                Some(s) => control::cni::wep::WepStore::open(&s)?.list()?,
                 None => Vec::new(),
             };
             let ns = if all_namespaces {
@@ -645,7 +648,7 @@ fn get(what: GetCommand) -> Result<()> {
 /// `ferry node status`: reads the daemon's metrics endpoint.
 #[cfg(feature = "node")]
 fn node_status(addr: std::net::SocketAddr) -> Result<()> {
-    let text = match control::metrics::fetch(addr) {
+    let text = match control::node::metrics::fetch(addr) {
         Ok(t) => t,
         Err(e) => {
             println!("Ferry process is not running (no answer on {addr}: {e}).");
@@ -653,7 +656,7 @@ fn node_status(addr: std::net::SocketAddr) -> Result<()> {
         }
     };
     println!("Ferry process is running.\n");
-    print!("{}", control::show::node_status(&text));
+    print!("{}", control::cli::show::node_status(&text));
     Ok(())
 }
 

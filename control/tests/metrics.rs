@@ -2,7 +2,7 @@
 //! concurrent scrapes, and `promtool check metrics` on the exposition. No privileges needed:
 //! the server listens on 127.0.0.1 on a port the kernel picks.
 
-use control::metrics::{self, MetricsState};
+use control::node::metrics::{self, MetricsState};
 use pipeline::stats::DropReason;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -6,7 +6,7 @@
 use control::compile::{node_facts, WIREGUARD_KEY_ANNOTATION};
 use control::kube::{KubeClient, KubeConfig};
 use control::manifest_dir::ManifestDir;
-use control::wg_keys::{publish_in_dir, publish_in_kube};
+use control::node::wg_keys::{publish_in_dir, publish_in_kube};
 use pipeline::wireguard::WgKey;
 use serde_json::{json, Value};
 use std::io::{Read, Write};

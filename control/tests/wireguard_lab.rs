@@ -153,7 +153,7 @@ fn wireguard_between_ferry_nodes() {
     distinct.dedup();
     assert_eq!(distinct.len(), workers.len(), "{keys:?}");
     for w in workers {
-        let p = control::wg_keys::key_path(&state, w);
+        let p = control::node::wg_keys::key_path(&state, w);
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&p)
                 .expect("private key file")
@@ -367,7 +367,7 @@ fn wireguard_between_ferry_nodes() {
         .position(|(n, _)| *n == "k8s-w0")
         .expect("w0");
     let (_, child) = daemons.remove(idx);
-    std::fs::remove_file(control::wg_keys::key_path(&state, "k8s-w0")).expect("remove key");
+    std::fs::remove_file(control::node::wg_keys::key_path(&state, "k8s-w0")).expect("remove key");
     let (w1_ns, w0_ns, w0_ip) = (&pods[0].1, &pods[2].1, pods[2].2);
     let transfer = {
         let (from, to_ns) = (w1_ns.clone(), w0_ns.clone());

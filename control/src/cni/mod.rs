@@ -33,13 +33,15 @@
 use crate::ipam::{pod_handle, pools_from_annotations, AssignRequest, Ipam, IpamError, IpamStore};
 use crate::kube_ipam::KubeIpam;
 use crate::model::{ObjectMeta, Pod, PodSpec, PodStatus};
-use crate::wep::{WepError, WepStore, WorkloadEndpoint};
 use pipeline::wire::MacAddr;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use wep::{WepError, WepStore, WorkloadEndpoint};
+
+pub mod wep;
 
 /// The CNI versions this plugin speaks (results are 1.0.0-shaped; `ips[].version` is added
 /// for the pre-1.0 versions).

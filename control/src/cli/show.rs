@@ -266,7 +266,7 @@ pub struct WepRow {
 /// interface named as Calico and ferry-cni name it). Sorted by namespace and name.
 pub fn workload_endpoints(
     state: &ClusterState,
-    weps: &[crate::wep::WorkloadEndpoint],
+    weps: &[crate::cni::wep::WorkloadEndpoint],
     namespace: Option<&str>,
 ) -> Vec<WepRow> {
     let mut rows: std::collections::BTreeMap<(String, String), WepRow> = Default::default();

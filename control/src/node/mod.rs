@@ -7,19 +7,18 @@
 //!
 //! Uplink neighbours: the tables file may list them; any next hop it does not list is taken from
 //! the kernel's neighbour table of the node's namespace, followed over netlink
-//! ([`crate::neigh`]): a next hop that gets resolved or changes its MAC publishes new tables.
+//! ([`neigh`]): a next hop that gets resolved or changes its MAC publishes new tables.
 //! For a next hop the kernel does not know yet, Ferry sends one empty UDP datagram to it through
 //! the kernel every second, which makes the kernel resolve it with ARP.
 
+use crate::cni::wep;
 use crate::compile::{CompileInputs, LocalEndpoint, NodeCompiler, UPLINK_PORT};
 use crate::ipam::Ipam;
 use crate::kube::{KubeConfig, KubeSource, Resource};
 use crate::manifest_dir::{DirWatcher, ManifestDir};
-use crate::metrics;
 use crate::model::{ClusterState, Kind};
 use crate::source::{apply_changes, Change};
 use crate::tables_file::{self, TablesFileError};
-use crate::wep;
 use anyhow::{bail, Context, Result};
 use pipeline::policy::PolicyTables;
 use pipeline::tables::{NeighborSpec, PortKind, Tables, TablesSpec};
@@ -32,6 +31,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xdp::runtime::{Runtime, RuntimeConfig};
 use xdp::worker::WorkerConfig;
+
+pub mod metrics;
+pub mod neigh;
+pub mod wg_keys;
 
 /// The node's WireGuard device (shared by the workers and the metrics endpoint) and the
 /// public key it publishes.
@@ -492,13 +495,13 @@ fn ensure_wireguard(
     let (Some(w), None, Spec::Cluster(c)) = (&tables.wireguard, &*wg, source) else {
         return Ok(false);
     };
-    let (private, new) = crate::wg_keys::load_or_create(&c.state_dir, &c.node)
+    let (private, new) = wg_keys::load_or_create(&c.state_dir, &c.node)
         .context("cannot set up the node's WireGuard key")?;
     let public = pipeline::wireguard::WgKey::public_of(&private);
     tracing::info!(
         "wireguard: {} key {}, public key {}, port {}",
         if new { "generated" } else { "loaded" },
-        crate::wg_keys::key_path(&c.state_dir, &c.node).display(),
+        wg_keys::key_path(&c.state_dir, &c.node).display(),
         public.to_base64(),
         w.listen_port
     );
@@ -535,10 +538,10 @@ fn publish_wireguard_key(
         return Ok(());
     }
     match (&c.feed, &opts.source) {
-        (Feed::Dir(w), _) => crate::wg_keys::publish_in_dir(w.dir(), node, key),
+        (Feed::Dir(w), _) => wg_keys::publish_in_dir(w.dir(), node, key),
         (Feed::Kube { .. }, TablesSource::Kubernetes { kubeconfig, .. }) => {
             let client = crate::kube::KubeClient::new(KubeConfig::load(kubeconfig.as_deref())?)?;
-            crate::wg_keys::publish_in_kube(&client, &c.node, key)?;
+            wg_keys::publish_in_kube(&client, &c.node, key)?;
             Ok(())
         }
         _ => Ok(()),
@@ -584,7 +587,7 @@ impl Spec {
 /// Runs the node daemon until SIGTERM or SIGINT.
 pub fn run(opts: NodeOptions) -> Result<()> {
     let mut generation = 1;
-    let kernel = crate::neigh::KernelWatch::start()
+    let kernel = neigh::KernelWatch::start()
         .context("cannot follow the kernel's neighbours and routes over netlink")?;
     let mut source = match &opts.source {
         TablesSource::File(path) => {
@@ -767,7 +770,7 @@ pub fn run(opts: NodeOptions) -> Result<()> {
         }
         if kernel.version() != kernel_seen {
             kernel_seen = kernel.version();
-            next |= crate::neigh::hops_moved(&hops, &kernel.neighbors());
+            next |= neigh::hops_moved(&hops, &kernel.neighbors());
         }
         if !next {
             continue;
