@@ -494,14 +494,18 @@ fn replay(
         summary.output_packets,
         output.display()
     );
-    for (port, n) in &summary.tx_by_port {
-        println!("  tx {port:<16} {n}");
+    let mut counts = control::cli::table::new(&[]);
+    for (what, by) in [
+        ("tx", &summary.tx_by_port),
+        ("drop", &summary.pipeline.drops),
+        ("icmp", &summary.pipeline.icmp_sent),
+    ] {
+        for (k, n) in by {
+            counts.row([what.to_string(), k.clone(), n.to_string()]);
+        }
     }
-    for (reason, n) in &summary.pipeline.drops {
-        println!("  drop {reason:<22} {n}");
-    }
-    for (k, n) in &summary.pipeline.icmp_sent {
-        println!("  icmp {k:<22} {n}");
+    for line in counts.lines() {
+        println!("  {line}");
     }
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&summary)?;
@@ -528,6 +532,7 @@ fn tables_check(file: PathBuf) -> Result<()> {
     );
     let mut routes = t.routes.clone();
     routes.sort_by_key(|r| (std::cmp::Reverse(r.prefix.len), r.prefix.addr));
+    let mut table = control::cli::table::new(&[]);
     for r in routes {
         let a = &t.adjacencies[r.adjacency as usize];
         let port = t
@@ -535,14 +540,14 @@ fn tables_check(file: PathBuf) -> Result<()> {
             .get(usize::from(a.port))
             .map(|p| p.name.as_str())
             .unwrap_or("-");
-        println!(
-            "  {:<20} {:<28} {:?} via {} mtu {}",
+        table.row([
             r.prefix.to_string(),
-            r.origin,
-            a.kind,
-            port,
-            a.mtu
-        );
+            r.origin.clone(),
+            format!("{:?} via {port} mtu {}", a.kind, a.mtu),
+        ]);
+    }
+    for line in table.lines() {
+        println!("  {line}");
     }
     Ok(())
 }
