@@ -154,7 +154,10 @@ fn get_ippools_and_ipam_show_like_calicoctl() {
         line("IP Pool    172.16.0.0/16   ").contains("0 (0%)"),
         "{out}"
     );
-    let blocks: Vec<&str> = out.lines().filter(|l| l.starts_with("Block      ")).collect();
+    let blocks: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("Block      "))
+        .collect();
     assert_eq!(blocks.len(), 2, "one /24 per node:\n{out}");
     assert!(
         blocks

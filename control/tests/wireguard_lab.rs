@@ -550,8 +550,8 @@ fn wireguard_go_interop() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let wrong = pipeline::wireguard::WgKey([7u8; 32]);
-    let wrong_pub = pipeline::wireguard::WgKey::public_of(&wrong).to_base64();
+    let wrong = pipeline::wireguard::WgPrivateKey::from_bytes([7u8; 32]);
+    let wrong_pub = wrong.public_key().to_base64();
     let endpoint = format!("{}:51820", w1.address);
     wg(
         lab,

@@ -397,7 +397,7 @@ fn ensure_wireguard(
     };
     let (private, new) = wg_keys::load_or_create(&c.state_dir, &c.node)
         .context("cannot set up the node's WireGuard key")?;
-    let public = pipeline::wireguard::WgKey::public_of(&private);
+    let public = private.public_key();
     tracing::info!(
         "wireguard: {} key {}, public key {}, port {}",
         if new { "generated" } else { "loaded" },
@@ -406,7 +406,7 @@ fn ensure_wireguard(
         w.listen_port
     );
     let dev = Arc::new(Mutex::new(pipeline::wireguard::WgDevice::new(
-        private,
+        &private,
         w.listen_port,
     )));
     if let Some(m) = metrics {
