@@ -29,14 +29,13 @@
 //! most an address held by the pod's handle and a veth named after the pod; the retried ADD (the
 //! runtime retries, or sends DEL) gets the same address back (IPAM is idempotent per handle) and
 //! replaces the stale veth. DEL is idempotent. Error codes: see [`code`].
-
 //!
 //! # Room
 //!
 //! Lives here: the plugin's protocol (this file: error codes and JSON, the entry point, the
 //! result), its inputs ([`conf`]), the commands ([`commands`]), the pod's links and routes
 //! ([`net`]) and the workload-endpoint store it writes ([`wep`], read by the node daemon and
-//! `ferry get workloadendpoints`). May not live here: cluster logic (IPAM, the model, selectors
+//! `ferry get wep`). May not live here: cluster logic (IPAM, the model, selectors
 //! come from the core), the node daemon, child processes.
 
 mod commands;
