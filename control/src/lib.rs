@@ -5,6 +5,9 @@
 
 // Used only by the binaries; named here so that the lint above checks every other dependency.
 use clap as _;
+// Without the node daemon, only the binary uses anyhow.
+#[cfg(not(feature = "node"))]
+use anyhow as _;
 
 pub mod cli;
 pub mod cni;
