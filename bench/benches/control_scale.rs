@@ -6,9 +6,9 @@
 #![forbid(unsafe_code)]
 
 use bench::synthetic;
-use control::compile::{CompileInputs, NodeCompiler};
-use control::model::{Kind, Object, ObjectKey};
-use control::source::Change;
+use cluster::compile::{CompileInputs, NodeCompiler};
+use cluster::model::{Kind, Object, ObjectKey};
+use cluster::source::Change;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use pipeline::tables::Tables;
 

@@ -4,8 +4,8 @@
 #![forbid(unsafe_code)]
 
 use bench::{rss::resident_bytes, synthetic};
-use control::compile::{CompileInputs, NodeCompiler};
-use control::source::{apply_changes, Change};
+use cluster::compile::{CompileInputs, NodeCompiler};
+use cluster::source::{apply_changes, Change};
 use pipeline::tables::Tables;
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 fn main() {
     let state = bench::synthetic::cluster(5000, 20);
-    let nc = control::compile::NodeCompiler::new(&state, "node-00000", Default::default())
+    let nc = cluster::compile::NodeCompiler::new(&state, "node-00000", Default::default())
         .expect("compiles");
     let n = 200;
     let t = std::time::Instant::now();

@@ -3,7 +3,7 @@
 //! node `i` has address 10.(i / 250).(i % 250 + 1) on 10.0.0.0/8, one /26 block of the default
 //! pool (10.128.0.0/9, IPIP CrossSubnet) and `pods_per_node` pods with addresses in that block.
 
-use control::model::{ClusterState, Object, Parsed};
+use cluster::model::{ClusterState, Object, Parsed};
 use serde_json::json;
 use std::net::Ipv4Addr;
 
@@ -69,8 +69,8 @@ pub fn cluster(nodes: usize, pods_per_node: usize) -> ClusterState {
     let parsed = Parsed {
         objects: objects
             .into_iter()
-            .map(|object| control::model::Located {
-                origin: control::model::Origin {
+            .map(|object| cluster::model::Located {
+                origin: cluster::model::Origin {
                     file: "synthetic".into(),
                     document: 0,
                     item: None,

@@ -33,10 +33,10 @@
 //!
 //! Prints a table and writes JSON. Under `cargo test` (no `--bench` argument) it does nothing.
 
-#[path = "../tests/cluster/mod.rs"]
-mod cluster;
+#[path = "../tests/cluster_env/mod.rs"]
+mod cluster_env;
 
-use cluster::*;
+use cluster_env::*;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;

@@ -536,8 +536,8 @@ pub fn cluster_for_pod(
     node: &str,
     namespace: &str,
     pod: &str,
-) -> Result<crate::model::ClusterState, String> {
-    use crate::model::{Located, Object, Origin, Parsed};
+) -> Result<cluster::model::ClusterState, String> {
+    use cluster::model::{Located, Object, Origin, Parsed};
     let mut objects: Vec<Object> = Vec::new();
     let mut add = |mut v: serde_json::Value, api: &str, kind: &str| -> Result<(), String> {
         if let Some(m) = v.as_object_mut() {
@@ -589,7 +589,7 @@ pub fn cluster_for_pod(
             .collect(),
         warnings: Vec::new(),
     };
-    crate::model::ClusterState::from_parsed(parsed)
+    cluster::model::ClusterState::from_parsed(parsed)
         .map(|l| l.state)
         .map_err(|e| e.to_string())
 }

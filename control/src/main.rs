@@ -366,7 +366,10 @@ fn run(cli: Cli) -> Result<()> {
                 Some(dir) => control::ipam::Ipam::open(&dir)?.snapshot()?,
                 None => Default::default(),
             };
-            print!("{}", control::show::ipam(&loaded.state, &ipam, show_blocks));
+            print!(
+                "{}",
+                control::cli::show::ipam(&loaded.state, &ipam, show_blocks)
+            );
             Ok(())
         }
         #[cfg(feature = "node")]
@@ -438,7 +441,7 @@ fn tables_from_manifests(
     for w in &loaded.warnings {
         eprintln!("ferry: warning: {w}");
     }
-    let spec = control::compile::compile_node(&loaded.state, node, gateway)
+    let spec = cluster::compile::compile_node(&loaded.state, node, gateway)
         .with_context(|| format!("cannot build the tables of {node} from {}", dir.display()))?;
     let tables = pipeline::tables::Tables::compile(&spec, 1).with_context(|| {
         format!(
@@ -446,7 +449,7 @@ fn tables_from_manifests(
             dir.display()
         )
     })?;
-    let policy = control::policy::compile(&loaded.state)
+    let policy = cluster::policy::compile(&loaded.state)
         .with_context(|| format!("the network policies in {} do not compile", dir.display()))?;
     Ok(tables.with_policy(std::sync::Arc::new(policy.tables)))
 }
@@ -464,7 +467,7 @@ fn replay(
     let tmp = output.with_extension("pcapng.partial");
     let outf =
         std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let result = control::replay::replay(
+    let result = control::cli::replay::replay(
         &t,
         BufReader::new(inf),
         BufWriter::new(outf),
@@ -491,14 +494,18 @@ fn replay(
         summary.output_packets,
         output.display()
     );
-    for (port, n) in &summary.tx_by_port {
-        println!("  tx {port:<16} {n}");
+    let mut counts = control::cli::table::new(&[]);
+    for (what, by) in [
+        ("tx", &summary.tx_by_port),
+        ("drop", &summary.pipeline.drops),
+        ("icmp", &summary.pipeline.icmp_sent),
+    ] {
+        for (k, n) in by {
+            counts.row([what.to_string(), k.clone(), n.to_string()]);
+        }
     }
-    for (reason, n) in &summary.pipeline.drops {
-        println!("  drop {reason:<22} {n}");
-    }
-    for (k, n) in &summary.pipeline.icmp_sent {
-        println!("  icmp {k:<22} {n}");
+    for line in counts.lines() {
+        println!("  {line}");
     }
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&summary)?;
@@ -525,6 +532,7 @@ fn tables_check(file: PathBuf) -> Result<()> {
     );
     let mut routes = t.routes.clone();
     routes.sort_by_key(|r| (std::cmp::Reverse(r.prefix.len), r.prefix.addr));
+    let mut table = control::cli::table::new(&[]);
     for r in routes {
         let a = &t.adjacencies[r.adjacency as usize];
         let port = t
@@ -532,20 +540,20 @@ fn tables_check(file: PathBuf) -> Result<()> {
             .get(usize::from(a.port))
             .map(|p| p.name.as_str())
             .unwrap_or("-");
-        println!(
-            "  {:<20} {:<28} {:?} via {} mtu {}",
+        table.row([
             r.prefix.to_string(),
-            r.origin,
-            a.kind,
-            port,
-            a.mtu
-        );
+            r.origin.clone(),
+            format!("{:?} via {port} mtu {}", a.kind, a.mtu),
+        ]);
+    }
+    for line in table.lines() {
+        println!("  {line}");
     }
     Ok(())
 }
 
 /// Loads a manifest file, or a manifest directory with the objects `ferry apply` stored.
-fn load_manifests(path: &std::path::Path) -> Result<control::model::Loaded> {
+fn load_manifests(path: &std::path::Path) -> Result<cluster::model::Loaded> {
     if path.exists() {
         Ok(control::manifest_dir::load_path(path)?)
     } else {
@@ -596,7 +604,7 @@ fn print_objects(f: &Format, list: serde_json::Value) -> Result<()> {
 }
 
 fn get(what: GetCommand) -> Result<()> {
-    use control::show;
+    use control::cli::show;
     match what {
         GetCommand::Ippools { dir, output } => {
             let f = format(output.as_deref())?;
@@ -624,7 +632,7 @@ fn get(what: GetCommand) -> Result<()> {
             let f = format(output.as_deref())?;
             let loaded = load_manifests(&dir.manifests)?;
             let weps = match state {
-                Some(s) => control::wep::WepStore::open(&s)?.list()?,
+                Some(s) => control::cni::wep::WepStore::open(&s)?.list()?,
                 None => Vec::new(),
             };
             let ns = if all_namespaces {
@@ -645,7 +653,7 @@ fn get(what: GetCommand) -> Result<()> {
 /// `ferry node status`: reads the daemon's metrics endpoint.
 #[cfg(feature = "node")]
 fn node_status(addr: std::net::SocketAddr) -> Result<()> {
-    let text = match control::metrics::fetch(addr) {
+    let text = match control::node::metrics::fetch(addr) {
         Ok(t) => t,
         Err(e) => {
             println!("Ferry process is not running (no answer on {addr}: {e}).");
@@ -653,7 +661,7 @@ fn node_status(addr: std::net::SocketAddr) -> Result<()> {
         }
     };
     println!("Ferry process is running.\n");
-    print!("{}", control::show::node_status(&text));
+    print!("{}", control::cli::show::node_status(&text));
     Ok(())
 }
 
@@ -700,7 +708,7 @@ enum PolicyCommand {
 
 /// `ferry policy check|matrix`.
 fn policy(command: PolicyCommand) -> Result<()> {
-    use control::policy::{self as p, PortProto};
+    use cluster::policy::{self as p, PortProto};
     // A pod's address: status.podIP, else its ipAddrs annotation, else IPAM (with --state).
     let compile = |dir: &std::path::Path, state: &Option<PathBuf>| -> Result<p::Compiled> {
         let loaded = load_manifests(dir)?;

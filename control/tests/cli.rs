@@ -135,6 +135,11 @@ fn get_ippools_and_ipam_show_like_calicoctl() {
         "--show-blocks",
     ]);
     assert_eq!(code, 0, "{err}");
+    // calicoctl's columns, in the tabwriter look of every `ferry` table.
+    assert!(
+        out.starts_with("GROUPING   CIDR            IPS TOTAL   IPS IN USE   IPS FREE\n"),
+        "{out}"
+    );
     let line = |prefix: &str| {
         out.lines()
             .find(|l| l.contains(prefix))
@@ -142,14 +147,17 @@ fn get_ippools_and_ipam_show_like_calicoctl() {
             .to_string()
     };
     assert!(
-        line("| IP Pool  | 172.18.0.0/16").contains("3 (0%)"),
+        line("IP Pool    172.18.0.0/16   ").contains("3 (0%)"),
         "{out}"
     );
     assert!(
-        line("| IP Pool  | 172.16.0.0/16").contains("0 (0%)"),
+        line("IP Pool    172.16.0.0/16   ").contains("0 (0%)"),
         "{out}"
     );
-    let blocks: Vec<&str> = out.lines().filter(|l| l.starts_with("| Block")).collect();
+    let blocks: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("Block      "))
+        .collect();
     assert_eq!(blocks.len(), 2, "one /24 per node:\n{out}");
     assert!(
         blocks

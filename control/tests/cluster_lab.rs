@@ -14,9 +14,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "cluster/mod.rs"]
-mod cluster;
-use crate::cluster::*;
+#[path = "cluster_env/mod.rs"]
+mod cluster_env;
+use crate::cluster_env::*;
 
 const STUDY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/study");
 

@@ -5,8 +5,8 @@
 //! Each test uses its own pool range (198.18.0.0/15, the benchmarking range), so tests running
 //! in parallel never race for host routes.
 
+use control::cni::wep::{WepStore, WorkloadEndpoint};
 use control::ipam::{Ipam, IpamState};
-use control::wep::{WepStore, WorkloadEndpoint};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::Write;

@@ -1,9 +1,9 @@
 //! `control::ipam`: Calico's block/affinity IPAM over the shared, file-locked JSON store.
 
+use cluster::model::{ClusterState, IpPool, IpPoolSpec, ObjectMeta, Pod};
 use control::ipam::{
     pod_handle, pools_from_annotations, AssignRequest, Ipam, IpamError, IpamState,
 };
-use control::model::{ClusterState, IpPool, IpPoolSpec, ObjectMeta, Pod};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;

@@ -3,9 +3,9 @@
 //! `{"type":…,"object":…}` lines, one request per connection), kubeconfig parsing (exec
 //! credential plugins included), and the deploy manifests.
 
+use cluster::model::{Kind, ObjectKey};
+use cluster::source::Change;
 use control::kube::{ConfigError, KubeConfig, KubeSource, Resource, Timing, Token, Trust};
-use control::model::{Kind, ObjectKey};
-use control::source::Change;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -3,10 +3,10 @@
 //! semantics (a global counter; a PUT with a stale version and a POST of an existing name are
 //! `409 Conflict` with a Status body), and the client's write verbs.
 
+use cluster::model::{IpPool, IpPoolSpec, ObjectMeta};
 use control::ipam::{AssignRequest, IpamError, IpamStore};
 use control::kube::{ApiError, KubeClient, KubeConfig, Resource};
 use control::kube_ipam::KubeIpam;
-use control::model::{IpPool, IpPoolSpec, ObjectMeta};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};

@@ -2,10 +2,10 @@
 //! kubectl's outcomes, hand-written files protected), the watcher's change events, and the
 //! incremental compiler agreeing with a compile from scratch after every change.
 
-use control::compile::{CompileInputs, NodeCompiler};
+use cluster::compile::{CompileInputs, NodeCompiler};
+use cluster::model::Kind;
+use cluster::source::{apply_changes, Change};
 use control::manifest_dir::{DirWatcher, ManifestDir, Outcome};
-use control::model::Kind;
-use control::source::{apply_changes, Change};
 use std::process::Command;
 
 const STUDY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/study");
@@ -205,14 +205,14 @@ fn watcher_reports_changes_and_keeps_the_last_good_state() {
 /// moved; a pool added), the incrementally kept spec equals a compile from scratch.
 #[test]
 fn incremental_compile_equals_full_compile_after_every_change() {
-    let base = control::model::ClusterState::load_str(
+    let base = cluster::model::ClusterState::load_str(
         "base",
         &format!("{NODES}---\n{}", study("01-default-pool.yaml")),
     )
     .unwrap()
     .state;
     let obj = |text: &str| {
-        control::model::parse_str("t", text)
+        cluster::model::parse_str("t", text)
             .unwrap()
             .objects
             .remove(0)
@@ -335,7 +335,7 @@ fn ferry_apply_and_delete_from_the_command_line() {
 /// blocks must still route to their nodes afterwards, exactly as a compile from scratch does.
 #[test]
 fn incremental_compile_with_ipam_survives_a_pool_change() {
-    let state = control::model::ClusterState::load_str(
+    let state = cluster::model::ClusterState::load_str(
         "base",
         &format!("{NODES}---\n{}", study("01-default-pool.yaml")),
     )
@@ -361,7 +361,7 @@ fn incremental_compile_with_ipam_survives_a_pool_change() {
         })
     };
     assert!(route_to_w2(&inc.spec()));
-    let pool = control::model::parse_str(
+    let pool = cluster::model::parse_str(
         "p",
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: extra}\nspec: {cidr: 10.99.0.0/16, nodeSelector: \"!all()\"}\n",
     )

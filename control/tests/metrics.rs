@@ -2,7 +2,7 @@
 //! concurrent scrapes, and `promtool check metrics` on the exposition. No privileges needed:
 //! the server listens on 127.0.0.1 on a port the kernel picks.
 
-use control::metrics::{self, MetricsState};
+use control::node::metrics::{self, MetricsState};
 use pipeline::stats::DropReason;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -271,7 +271,10 @@ fn promtool_finds_no_problem_with_every_family_present() {
     hits[0] = 2;
     *workers[1].rule_hits.lock().unwrap() = (2, hits);
     state.set_wireguard(Arc::new(std::sync::Mutex::new(
-        pipeline::wireguard::WgDevice::new(pipeline::wireguard::WgKey([7; 32]), 51820),
+        pipeline::wireguard::WgDevice::new(
+            &pipeline::wireguard::WgPrivateKey::from_bytes([7; 32]),
+            51820,
+        ),
     )));
     let text = state.render();
     assert!(

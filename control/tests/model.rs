@@ -3,11 +3,11 @@
 //! document and the field. (The tests from text alone are the cluster crate's:
 //! `control/cluster/tests/model.rs`.)
 
-use control::manifest_dir::load_files;
-use control::model::{
+use cluster::model::{
     Action, CalicoPort, CalicoProtocol, IntOrString, Kind, LoadError, ObjectKey, PolicyType,
     Protocol,
 };
+use control::manifest_dir::load_files;
 use pipeline::tables::EncapMode;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ fn manifests(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-fn study() -> control::model::Loaded {
+fn study() -> cluster::model::Loaded {
     load_files(&manifests("study")).expect("the study manifests load")
 }
 

@@ -1,10 +1,10 @@
-//! The node daemon's view of the kernel (`control::neigh::KernelWatch`) against real network
+//! The node daemon's view of the kernel (`control::node::neigh::KernelWatch`) against real network
 //! namespaces: the default gateway and neighbours arrive by netlink subscription, a MAC change
 //! moves the view, a deleted entry leaves it, and `resolve` makes the kernel ARP for a next hop.
 //! Needs root (CI runs as root); FERRY_LAB_SKIP=1 skips knowingly. Namespaces are removed by a
 //! guard, also when the test fails.
 
-use control::neigh::KernelWatch;
+use control::node::neigh::KernelWatch;
 use pipeline::wire::MacAddr;
 use std::net::Ipv4Addr;
 use std::path::Path;

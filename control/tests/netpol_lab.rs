@@ -12,12 +12,12 @@
 //! port-restricted policy, dropped and counted on the wire. Needs root (CI runs as root);
 //! FERRY_LAB_SKIP=1 skips knowingly.
 
-#[path = "cluster/mod.rs"]
-mod cluster;
+#[path = "cluster_env/mod.rs"]
+mod cluster_env;
 #[path = "netpol/mod.rs"]
 mod netpol;
 
-use crate::cluster::*;
+use crate::cluster_env::*;
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -3,11 +3,11 @@
 //! this process that keeps one Node with real resourceVersion semantics and answers a stale PUT
 //! with 409) and in a manifest directory (through `.ferry/applied.yaml`, as `ferry apply`).
 
-use control::compile::{node_facts, WIREGUARD_KEY_ANNOTATION};
+use cluster::compile::{node_facts, WIREGUARD_KEY_ANNOTATION};
 use control::kube::{KubeClient, KubeConfig};
 use control::manifest_dir::ManifestDir;
-use control::wg_keys::{publish_in_dir, publish_in_kube};
-use pipeline::wireguard::WgKey;
+use control::node::wg_keys::{publish_in_dir, publish_in_kube};
+use pipeline::wireguard::WgPrivateKey;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -115,7 +115,7 @@ fn the_key_goes_on_the_node_in_the_api_after_a_conflict() {
         }
     });
     let client = KubeClient::new(KubeConfig::from_url(&url).unwrap()).expect("client");
-    let key = WgKey::public_of(&WgKey([9; 32]));
+    let key = WgPrivateKey::from_bytes([9; 32]).public_key();
     publish_in_kube(&client, "k8s-w1", &key).expect("published");
     let a = api.lock().unwrap();
     assert_eq!(
@@ -155,7 +155,7 @@ fn the_key_goes_on_the_node_in_the_manifest_directory() {
     .unwrap();
     let md = ManifestDir::open(&dir).expect("dir");
     let state = md.load().expect("load").state;
-    let key = WgKey::public_of(&WgKey([3; 32]));
+    let key = WgPrivateKey::from_bytes([3; 32]).public_key();
     publish_in_dir(&md, &state.nodes["k8s-w1"], &key).expect("published");
     let node = md.load().expect("load").state.nodes["k8s-w1"].clone();
     assert_eq!(

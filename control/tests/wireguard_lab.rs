@@ -7,7 +7,7 @@
 //! address or payload in clear. Then Ferry on a node restarts with a new key (rotation) and the
 //! tunnels come back. Needs root (CI runs as root); FERRY_LAB_SKIP=1 skips knowingly.
 
-use control::compile::WIREGUARD_KEY_ANNOTATION;
+use cluster::compile::WIREGUARD_KEY_ANNOTATION;
 use control::manifest_dir::ManifestDir;
 use serde_json::Value;
 use std::io::BufRead;
@@ -16,9 +16,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "cluster/mod.rs"]
-mod cluster;
-use crate::cluster::*;
+#[path = "cluster_env/mod.rs"]
+mod cluster_env;
+use crate::cluster_env::*;
 
 const STUDY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/study");
 const TCPCHECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testbeds/tools/tcpcheck.py");
@@ -153,7 +153,7 @@ fn wireguard_between_ferry_nodes() {
     distinct.dedup();
     assert_eq!(distinct.len(), workers.len(), "{keys:?}");
     for w in workers {
-        let p = control::wg_keys::key_path(&state, w);
+        let p = control::node::wg_keys::key_path(&state, w);
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&p)
                 .expect("private key file")
@@ -367,7 +367,7 @@ fn wireguard_between_ferry_nodes() {
         .position(|(n, _)| *n == "k8s-w0")
         .expect("w0");
     let (_, child) = daemons.remove(idx);
-    std::fs::remove_file(control::wg_keys::key_path(&state, "k8s-w0")).expect("remove key");
+    std::fs::remove_file(control::node::wg_keys::key_path(&state, "k8s-w0")).expect("remove key");
     let (w1_ns, w0_ns, w0_ip) = (&pods[0].1, &pods[2].1, pods[2].2);
     let transfer = {
         let (from, to_ns) = (w1_ns.clone(), w0_ns.clone());
@@ -550,8 +550,8 @@ fn wireguard_go_interop() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let wrong = pipeline::wireguard::WgKey([7u8; 32]);
-    let wrong_pub = pipeline::wireguard::WgKey::public_of(&wrong).to_base64();
+    let wrong = pipeline::wireguard::WgPrivateKey::from_bytes([7u8; 32]);
+    let wrong_pub = wrong.public_key().to_base64();
     let endpoint = format!("{}:51820", w1.address);
     wg(
         lab,

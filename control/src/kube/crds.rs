@@ -3,7 +3,7 @@
 //! path is written by hand.
 //!
 //! The spec of each is kept as JSON (`fields`, every field as the API holds it): objects are
-//! decoded and checked by [`crate::model::Object::from_json`], the one decoder manifests also
+//! decoded and checked by [`cluster::model::Object::from_json`], the one decoder manifests also
 //! go through, and a rewritten IPAMBlock keeps the fields Ferry does not know
 //! (`sequenceNumber`, attributes' `secondary`, …). `schema = "disabled"`: Ferry never
 //! installs these CRDs (Calico's manifests do). The seven differ only in kind, plural, root name

@@ -1,6 +1,6 @@
 //! The Kubernetes API adapter, on kube-rs: configuration ([`KubeConfig`]: kubeconfig in every
 //! form kubectl reads, exec credential plugins included, or in-cluster), the source that lists
-//! and watches what Ferry uses and reports it as [`crate::source::Change`]s ([`KubeSource`],
+//! and watches what Ferry uses and reports it as [`cluster::source::Change`]s ([`KubeSource`],
 //! kube-runtime's watcher), and a blocking client for single requests ([`KubeClient`], used by
 //! IPAM and the WireGuard key publication).
 //!
@@ -13,7 +13,7 @@
 //! # Objects
 //!
 //! Objects travel as JSON ([`::kube::api::DynamicObject`]) and are decoded by
-//! [`crate::model::Object::from_json`], as manifests are: an object that fails is logged and left
+//! [`cluster::model::Object::from_json`], as manifests are: an object that fails is logged and left
 //! out (of a list's `Reset`; a watch event reports it `Deleted`, so the state is what a fresh
 //! list would give) without failing its neighbours. Which resources, with their group, version,
 //! kind and plural: k8s-openapi's types for the built-in kinds, [`crds`] for Calico's.
@@ -27,8 +27,8 @@ pub use client::KubeClient;
 pub use config::{KubeConfig, Token, Trust, SERVICE_ACCOUNT_DIR};
 pub use source::KubeSource;
 
-use crate::model::Kind;
 use ::kube::core::ApiResource;
+use cluster::model::Kind;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use std::collections::hash_map::RandomState;

@@ -22,10 +22,10 @@
 //!   channel's receiver is gone.
 
 use super::{log, random_unit, Backoff, ConfigError, KubeConfig, Resource, Timing};
-use crate::model::{Kind, Object, ObjectKey};
-use crate::source::Change;
 use ::kube::api::{Api, DynamicObject};
 use ::kube::runtime::watcher;
+use cluster::model::{Kind, Object, ObjectKey};
+use cluster::source::Change;
 use futures::StreamExt as _;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -13,7 +13,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput};
 use pipeline::wire::MacAddr;
 use pipeline::wireguard::{
-    Decapsulated, Encapsulated, PeerConfig, WgDevice, WgKey, DEFAULT_PORT, MAX_DATAGRAM,
+    Decapsulated, Encapsulated, PeerConfig, WgDevice, WgPrivateKey, DEFAULT_PORT, MAX_DATAGRAM,
 };
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use std::hint::black_box;
@@ -69,18 +69,21 @@ fn aead(c: &mut Criterion) {
 }
 
 fn device(c: &mut Criterion) {
-    let (ka, kb) = (WgKey([1; 32]), WgKey([2; 32]));
+    let (ka, kb) = (
+        WgPrivateKey::from_bytes([1; 32]),
+        WgPrivateKey::from_bytes([2; 32]),
+    );
     let (a_addr, b_addr) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
-    let mut a = WgDevice::new(ka, DEFAULT_PORT);
-    let mut b = WgDevice::new(kb, DEFAULT_PORT);
+    let mut a = WgDevice::new(&ka, DEFAULT_PORT);
+    let mut b = WgDevice::new(&kb, DEFAULT_PORT);
     a.sync(&[PeerConfig {
         node: b_addr,
-        key: WgKey::public_of(&kb),
+        key: kb.public_key(),
         mac: Some(MacAddr([2; 6])),
     }]);
     b.sync(&[PeerConfig {
         node: a_addr,
-        key: WgKey::public_of(&ka),
+        key: ka.public_key(),
         mac: Some(MacAddr([1; 6])),
     }]);
     // Handshake.

@@ -40,7 +40,9 @@ pub const TIMER_TICK: Duration = Duration::from_millis(100);
 /// default).
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
 
-/// A Curve25519 key (public or private), 32 bytes; text form base64 as `wg` writes it.
+/// A Curve25519 public key, 32 bytes; text form base64 as `wg` writes it. Public keys are
+/// published and compared freely (peers are found by them), so the type is `Copy`; a private
+/// key is a [`WgPrivateKey`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WgKey(pub [u8; 32]);
 
@@ -50,24 +52,69 @@ impl WgKey {
     }
 
     pub fn from_base64(s: &str) -> Result<WgKey, KeyError> {
-        let v = base64::engine::general_purpose::STANDARD
-            .decode(s.trim())
-            .map_err(|_| KeyError::NotBase64)?;
-        let a: [u8; 32] = v.try_into().map_err(|_| KeyError::WrongLength)?;
-        Ok(WgKey(a))
-    }
-
-    /// The public key of a private key.
-    pub fn public_of(private: &WgKey) -> WgKey {
-        WgKey(PublicKey::from(&StaticSecret::from(private.0)).to_bytes())
+        Ok(WgKey(*decode_key(s)?))
     }
 }
 
 impl std::fmt::Debug for WgKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print key material by accident; the public form is printed on purpose.
+        // The public form is printed on purpose (`to_base64`), never by accident.
         write!(f, "WgKey(..)")
     }
+}
+
+/// A node's Curve25519 private key. Not `Copy` (every copy would be one more to erase),
+/// zeroed when dropped (zeroize), and never printed: `Debug` shows no key material and there
+/// is no `Display`. Its public key is [`WgPrivateKey::public_key`].
+#[derive(Clone, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+pub struct WgPrivateKey([u8; 32]);
+
+impl WgPrivateKey {
+    /// Takes the key's bytes; the caller erases its own copy if it keeps one.
+    pub fn from_bytes(bytes: [u8; 32]) -> WgPrivateKey {
+        WgPrivateKey(bytes)
+    }
+
+    /// Parses the text form (`wg genkey`'s base64); the decoded bytes are erased after use.
+    pub fn from_base64(s: &str) -> Result<WgPrivateKey, KeyError> {
+        Ok(WgPrivateKey(*decode_key(s)?))
+    }
+
+    /// The text form, for the key file; erased when dropped.
+    pub fn to_base64(&self) -> zeroize::Zeroizing<String> {
+        zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(self.0))
+    }
+
+    /// The public key of this private key.
+    pub fn public_key(&self) -> WgKey {
+        WgKey(PublicKey::from(&self.secret()).to_bytes())
+    }
+
+    /// The key as x25519's secret, which erases itself on drop too.
+    fn secret(&self) -> StaticSecret {
+        StaticSecret::from(self.0)
+    }
+}
+
+impl std::fmt::Debug for WgPrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WgPrivateKey(..)")
+    }
+}
+
+/// The 32 bytes of a base64 key, in a buffer that erases itself.
+fn decode_key(s: &str) -> Result<zeroize::Zeroizing<[u8; 32]>, KeyError> {
+    let v = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(|_| KeyError::NotBase64)?,
+    );
+    let mut a = zeroize::Zeroizing::new([0u8; 32]);
+    if v.len() != a.len() {
+        return Err(KeyError::WrongLength);
+    }
+    a.copy_from_slice(&v);
+    Ok(a)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -206,8 +253,8 @@ pub struct WgDevice {
 }
 
 impl WgDevice {
-    pub fn new(private: WgKey, port: u16) -> WgDevice {
-        let private = StaticSecret::from(private.0);
+    pub fn new(private: &WgPrivateKey, port: u16) -> WgDevice {
+        let private = private.secret();
         let public = PublicKey::from(&private);
         WgDevice {
             limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
@@ -532,12 +579,12 @@ fn classify(kind: u8, e: WireGuardError) -> WgDrop {
 mod tests {
     use super::*;
 
-    fn key(seed: u8) -> WgKey {
+    fn key(seed: u8) -> WgPrivateKey {
         let mut k = [0u8; 32];
         for (i, b) in k.iter_mut().enumerate() {
             *b = seed.wrapping_mul(31).wrapping_add(i as u8 * 7 + 1);
         }
-        WgKey(k)
+        WgPrivateKey::from_bytes(k)
     }
 
     const A: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 11);
@@ -548,16 +595,16 @@ mod tests {
     /// Two devices that know each other.
     fn pair() -> (WgDevice, WgDevice) {
         let (ka, kb) = (key(1), key(2));
-        let mut a = WgDevice::new(ka, DEFAULT_PORT);
-        let mut b = WgDevice::new(kb, DEFAULT_PORT);
+        let mut a = WgDevice::new(&ka, DEFAULT_PORT);
+        let mut b = WgDevice::new(&kb, DEFAULT_PORT);
         a.sync(&[PeerConfig {
             node: B,
-            key: WgKey::public_of(&kb),
+            key: kb.public_key(),
             mac: Some(MAC_B),
         }]);
         b.sync(&[PeerConfig {
             node: A,
-            key: WgKey::public_of(&ka),
+            key: ka.public_key(),
             mac: Some(MAC_A),
         }]);
         (a, b)
@@ -686,16 +733,16 @@ mod tests {
     fn a_peer_with_the_wrong_key_never_gets_through() {
         let (ka, kb, kwrong) = (key(1), key(2), key(3));
         // a believes b's key is kwrong's public key; b knows a correctly.
-        let mut a = WgDevice::new(ka, DEFAULT_PORT);
-        let mut b = WgDevice::new(kb, DEFAULT_PORT);
+        let mut a = WgDevice::new(&ka, DEFAULT_PORT);
+        let mut b = WgDevice::new(&kb, DEFAULT_PORT);
         a.sync(&[PeerConfig {
             node: B,
-            key: WgKey::public_of(&kwrong),
+            key: kwrong.public_key(),
             mac: None,
         }]);
         b.sync(&[PeerConfig {
             node: A,
-            key: WgKey::public_of(&ka),
+            key: ka.public_key(),
             mac: None,
         }]);
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -764,7 +811,7 @@ mod tests {
         handshake(&mut a, &mut b, &p);
         // b rotates its key; a learns the new public key from the tables.
         let kb2 = key(9);
-        let mut b2 = WgDevice::new(kb2, DEFAULT_PORT);
+        let mut b2 = WgDevice::new(&kb2, DEFAULT_PORT);
         b2.sync(&[PeerConfig {
             node: A,
             key: a.public_key(),
@@ -772,7 +819,7 @@ mod tests {
         }]);
         a.sync(&[PeerConfig {
             node: B,
-            key: WgKey::public_of(&kb2),
+            key: kb2.public_key(),
             mac: Some(MAC_B),
         }]);
         assert_eq!(handshake(&mut a, &mut b2, &p), p);
@@ -832,9 +879,34 @@ mod tests {
 
     #[test]
     fn keys_round_trip_as_base64() {
-        let k = WgKey::public_of(&key(5));
+        let k = key(5).public_key();
         assert_eq!(WgKey::from_base64(&k.to_base64()), Ok(k));
         assert_eq!(WgKey::from_base64("YWJj"), Err(KeyError::WrongLength));
         assert_eq!(WgKey::from_base64("!!"), Err(KeyError::NotBase64));
+        let private = key(5);
+        let again = WgPrivateKey::from_base64(&private.to_base64()).unwrap();
+        assert_eq!(again.public_key(), private.public_key());
+        assert!(matches!(
+            WgPrivateKey::from_base64("YWJj"),
+            Err(KeyError::WrongLength)
+        ));
+    }
+
+    #[test]
+    fn a_private_key_is_never_printed() {
+        let private = key(5);
+        let text = private.to_base64();
+        let hex: String = private.0.iter().map(|b| format!("{b:02x}")).collect();
+        let decimal = format!("{:?}", private.0);
+        for shown in [format!("{private:?}"), format!("{private:#?}")] {
+            assert_eq!(shown.trim(), "WgPrivateKey(..)");
+            for secret in [text.as_str(), hex.as_str(), decimal.as_str()] {
+                assert!(!shown.contains(secret), "{shown} shows the key");
+            }
+        }
+        // The device holding it does not print it either.
+        let public = private.public_key();
+        assert_eq!(WgDevice::new(&private, DEFAULT_PORT).public_key(), public);
+        assert_eq!(format!("{public:?}"), "WgKey(..)");
     }
 }

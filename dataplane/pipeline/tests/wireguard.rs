@@ -11,14 +11,14 @@ use pipeline::pipeline::{Packet, Pipeline, Verdict};
 use pipeline::stats::DropReason;
 use pipeline::tables::{EncapMode, Tables, WireGuardSpec};
 use pipeline::wire::{Frame, MacAddr};
-use pipeline::wireguard::{WgDevice, WgKey, MAX_DATAGRAM};
+use pipeline::wireguard::{WgDevice, WgPrivateKey, MAX_DATAGRAM};
 use std::net::Ipv4Addr;
 use study::{mac_of, node, pod_address, pod_port};
 
 const HEADROOM: usize = 256;
 
-fn key(seed: u8) -> WgKey {
-    WgKey([seed; 32])
+fn key(seed: u8) -> WgPrivateKey {
+    WgPrivateKey::from_bytes([seed; 32])
 }
 
 /// k8s-w1 and k8s-w2's tables with WireGuard on and both keys known.
@@ -32,7 +32,7 @@ fn tables(me: &str) -> Tables {
             "k8s-w2" => 2,
             _ => continue,
         };
-        p.wireguard_public_key = Some(WgKey::public_of(&key(seed)).to_base64());
+        p.wireguard_public_key = Some(key(seed).public_key().to_base64());
     }
     Tables::compile(&spec, 1).expect("tables compile")
 }
@@ -48,7 +48,7 @@ fn node_with_device(name: &str, seed: u8) -> Node {
     Node {
         tables: tables(name),
         pipeline: Pipeline::new(u64::from(seed)),
-        dev: WgDevice::new(key(seed), 51820),
+        dev: WgDevice::new(&key(seed), 51820),
     }
 }
 

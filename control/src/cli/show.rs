@@ -1,8 +1,10 @@
-//! calicoctl-style views of cluster state: `ferry get ippools` and `ferry ipam show`. Each
-//! function renders text, so the output is tested as a user reads it.
+//! calicoctl-style views of cluster state: `ferry get ippools|nodes|wep`, `ferry ipam show`
+//! and `ferry node status`. Each function renders text (tables through [`super::table`]), so
+//! the output is tested as a user reads it.
 
+use super::table;
 use crate::ipam::IpamState;
-use crate::model::{ClusterState, IpPool};
+use cluster::model::{ClusterState, IpPool};
 use pipeline::tables::EncapMode;
 
 fn mode(m: EncapMode) -> &'static str {
@@ -13,34 +15,6 @@ fn mode(m: EncapMode) -> &'static str {
     }
 }
 
-/// Left-aligned columns separated by three spaces, as calicoctl prints them.
-fn columns(rows: &[Vec<String>]) -> String {
-    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..n)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let mut line = String::new();
-        for (c, cell) in r.iter().enumerate() {
-            if c + 1 == r.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{:<w$}   ", cell, w = widths[c]));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 fn pools(state: &ClusterState) -> Vec<&IpPool> {
     let mut v: Vec<&IpPool> = state.ip_pools.values().collect();
     v.sort_by_key(|p| p.metadata.name.clone());
@@ -49,8 +23,8 @@ fn pools(state: &ClusterState) -> Vec<&IpPool> {
 
 /// `ferry get ippools [-o wide]`.
 pub fn ippools(state: &ClusterState, wide: bool) -> String {
-    let mut rows = vec![if wide {
-        [
+    let mut t = table::new(if wide {
+        &[
             "NAME",
             "CIDR",
             "NAT",
@@ -59,14 +33,12 @@ pub fn ippools(state: &ClusterState, wide: bool) -> String {
             "DISABLED",
             "SELECTOR",
         ]
-        .map(String::from)
-        .to_vec()
     } else {
-        ["NAME", "CIDR", "SELECTOR"].map(String::from).to_vec()
-    }];
+        &["NAME", "CIDR", "SELECTOR"]
+    });
     for p in pools(state) {
         let s = &p.spec;
-        rows.push(if wide {
+        t.row(if wide {
             vec![
                 p.metadata.name.clone(),
                 s.cidr.to_string(),
@@ -84,7 +56,7 @@ pub fn ippools(state: &ClusterState, wide: bool) -> String {
             ]
         });
     }
-    columns(&rows)
+    t.to_string()
 }
 
 fn pct(part: u64, whole: u64) -> String {
@@ -94,8 +66,7 @@ fn pct(part: u64, whole: u64) -> String {
 /// `ferry ipam show [--show-blocks]`: per pool (and per block) the addresses in total, in use
 /// and free, in calicoctl's table.
 pub fn ipam(state: &ClusterState, ipam: &IpamState, show_blocks: bool) -> String {
-    let mut rows: Vec<[String; 5]> =
-        vec![["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS FREE"].map(String::from)];
+    let mut t = table::new(&["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS FREE"]);
     for p in pools(state) {
         let total = 1u64 << (32 - u32::from(p.spec.cidr.len));
         let blocks: Vec<_> = ipam
@@ -104,7 +75,7 @@ pub fn ipam(state: &ClusterState, ipam: &IpamState, show_blocks: bool) -> String
             .filter(|b| p.spec.cidr.contains(b.cidr.addr))
             .collect();
         let used: u64 = blocks.iter().map(|b| u64::from(b.used())).sum();
-        rows.push([
+        t.row([
             "IP Pool".into(),
             p.spec.cidr.to_string(),
             total.to_string(),
@@ -114,7 +85,7 @@ pub fn ipam(state: &ClusterState, ipam: &IpamState, show_blocks: bool) -> String
         if show_blocks {
             for b in blocks {
                 let (size, used) = (u64::from(b.size()), u64::from(b.used()));
-                rows.push([
+                t.row([
                     "Block".into(),
                     b.cidr.to_string(),
                     size.to_string(),
@@ -124,36 +95,7 @@ pub fn ipam(state: &ClusterState, ipam: &IpamState, show_blocks: bool) -> String
             }
         }
     }
-    let w: Vec<usize> = (0..5)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let rule = format!(
-        "+{}+\n",
-        w.iter()
-            .map(|n| "-".repeat(n + 2))
-            .collect::<Vec<_>>()
-            .join("+")
-    );
-    let mut out = rule.clone();
-    for (i, r) in rows.iter().enumerate() {
-        let cells: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(c, s)| {
-                if i > 0 && c >= 2 {
-                    format!(" {:>w$} ", s, w = w[c])
-                } else {
-                    format!(" {:<w$} ", s, w = w[c])
-                }
-            })
-            .collect();
-        out.push_str(&format!("|{}|\n", cells.join("|")));
-        if i == 0 {
-            out.push_str(&rule);
-        }
-    }
-    out.push_str(&rule);
-    out
+    t.to_string()
 }
 
 fn list(kind: &str, api: &str, items: Vec<serde_json::Value>) -> serde_json::Value {
@@ -188,10 +130,10 @@ pub fn ippools_objects(state: &ClusterState) -> serde_json::Value {
 
 /// A node's IPv4 as calicoctl shows it: Calico's annotation (`ADDR/LEN`), else the
 /// InternalIP.
-fn node_ipv4(n: &crate::model::Node) -> String {
+fn node_ipv4(n: &cluster::model::Node) -> String {
     n.metadata
         .annotations
-        .get(crate::compile::IPV4_ADDRESS_ANNOTATION)
+        .get(cluster::compile::IPV4_ADDRESS_ANNOTATION)
         .cloned()
         .or_else(|| n.internal_ip().map(|a| a.to_string()))
         .unwrap_or_default()
@@ -199,19 +141,13 @@ fn node_ipv4(n: &crate::model::Node) -> String {
 
 /// `ferry get nodes [-o wide]`.
 pub fn nodes(state: &ClusterState, wide: bool) -> String {
-    let mut rows = vec![if wide {
-        vec![
-            "NAME".into(),
-            "ASN".into(),
-            "IPV4".into(),
-            "IPV6".into(),
-            "WIREGUARD PUBLIC KEY".into(),
-        ]
+    let mut t = table::new(if wide {
+        &["NAME", "ASN", "IPV4", "IPV6", "WIREGUARD PUBLIC KEY"]
     } else {
-        vec!["NAME".to_string()]
-    }];
+        &["NAME"]
+    });
     for (name, n) in &state.nodes {
-        rows.push(if wide {
+        t.row(if wide {
             vec![
                 name.clone(),
                 "(64512)".into(),
@@ -219,7 +155,7 @@ pub fn nodes(state: &ClusterState, wide: bool) -> String {
                 String::new(),
                 n.metadata
                     .annotations
-                    .get(crate::compile::WIREGUARD_KEY_ANNOTATION)
+                    .get(cluster::compile::WIREGUARD_KEY_ANNOTATION)
                     .cloned()
                     .unwrap_or_default(),
             ]
@@ -227,7 +163,7 @@ pub fn nodes(state: &ClusterState, wide: bool) -> String {
             vec![name.clone()]
         });
     }
-    columns(&rows)
+    t.to_string()
 }
 
 /// `ferry get nodes -o yaml|json`: Calico Node objects.
@@ -266,7 +202,7 @@ pub struct WepRow {
 /// interface named as Calico and ferry-cni name it). Sorted by namespace and name.
 pub fn workload_endpoints(
     state: &ClusterState,
-    weps: &[crate::wep::WorkloadEndpoint],
+    weps: &[crate::cni::wep::WorkloadEndpoint],
     namespace: Option<&str>,
 ) -> Vec<WepRow> {
     let mut rows: std::collections::BTreeMap<(String, String), WepRow> = Default::default();
@@ -305,13 +241,8 @@ pub fn workload_endpoints(
 
 /// `ferry get wep` (`all_namespaces` adds the NAMESPACE column, as calicoctl's `-A` does).
 pub fn weps_table(rows: &[WepRow], all_namespaces: bool) -> String {
-    let mut t = vec![];
-    let head = ["WORKLOAD", "NODE", "NETWORKS", "INTERFACE"];
-    let mut h: Vec<String> = head.iter().map(|s| s.to_string()).collect();
-    if all_namespaces {
-        h.insert(0, "NAMESPACE".into());
-    }
-    t.push(h);
+    let head = ["NAMESPACE", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE"];
+    let mut t = table::new(if all_namespaces { &head } else { &head[1..] });
     for r in rows {
         let mut row = vec![
             r.workload.clone(),
@@ -322,9 +253,9 @@ pub fn weps_table(rows: &[WepRow], all_namespaces: bool) -> String {
         if all_namespaces {
             row.insert(0, r.namespace.clone());
         }
-        t.push(row);
+        t.row(row);
     }
-    columns(&t)
+    t.to_string()
 }
 
 /// `ferry get wep -o yaml|json`: WorkloadEndpoint objects.
@@ -383,13 +314,13 @@ pub fn node_status(metrics: &str) -> String {
             _ => {}
         }
     }
-    let mut rows = vec![vec!["ITEM".to_string(), "VALUE".to_string()]];
+    let mut t = table::new(&["ITEM", "VALUE"]);
     let g = |v: f64| format!("{v:.0}");
-    rows.push(vec![
+    t.row([
         "tables generation (published)".into(),
         published.map(g).unwrap_or_else(|| "-".into()),
     ]);
-    rows.push(vec![
+    t.row([
         "tables generation (workers)".into(),
         generations
             .iter()
@@ -402,18 +333,18 @@ pub fn node_status(metrics: &str) -> String {
         ("ferry_tx_packets_total", "packets transmitted"),
         ("ferry_dataplane_restarts_total", "dataplane restarts"),
     ] {
-        rows.push(vec![label.into(), g(sums.get(k).copied().unwrap_or(0.0))]);
+        t.row([label.into(), g(sums.get(k).copied().unwrap_or(0.0))]);
     }
     if let Some(l) = last_apply {
-        rows.push(vec![
+        t.row([
             "last apply -> dataplane".into(),
             format!("{:.1} ms", l * 1e3),
         ]);
     }
     for (reason, n) in drops.iter().filter(|(_, n)| **n > 0.0) {
-        rows.push(vec![format!("drops: {reason}"), g(*n)]);
+        t.row([format!("drops: {reason}"), g(*n)]);
     }
-    columns(&rows) + &wireguard_status(metrics, std::time::SystemTime::now())
+    t.to_string() + &wireguard_status(metrics, std::time::SystemTime::now())
 }
 
 /// The value of `label="..."` in a metric line's label set.

@@ -5,14 +5,15 @@
 //! Kubernetes mode, through `.ferry/applied.yaml` (what `ferry apply` writes) in the manifest
 //! directory.
 
-use crate::compile::WIREGUARD_KEY_ANNOTATION;
 use crate::kube::{ApiError, KubeClient, Resource};
 use crate::manifest_dir::ManifestDir;
-use crate::model::Node;
-use pipeline::wireguard::WgKey;
+use cluster::compile::WIREGUARD_KEY_ANNOTATION;
+use cluster::model::Node;
+use pipeline::wireguard::{WgKey, WgPrivateKey};
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
@@ -35,14 +36,15 @@ pub fn key_path(state_dir: &Path, node: &str) -> PathBuf {
 
 /// The node's private key: read from `STATE/wireguard/private.key`, or generated (32 bytes
 /// from the kernel's random source) and written there with mode 0600 by temp file + fsync +
-/// rename, so a crash never leaves half a key. Returns the key and whether it is new.
-pub fn load_or_create(state_dir: &Path, node: &str) -> Result<(WgKey, bool), KeyFileError> {
+/// rename, so a crash never leaves half a key. Returns the key and whether it is new. Every
+/// buffer that held the key (the file's text, the random bytes) is erased after use.
+pub fn load_or_create(state_dir: &Path, node: &str) -> Result<(WgPrivateKey, bool), KeyFileError> {
     let path = key_path(state_dir, node);
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| KeyFileError::Io { path, source }
     };
-    match std::fs::read_to_string(&path) {
+    match std::fs::read_to_string(&path).map(Zeroizing::new) {
         Ok(text) => {
             let mode = std::fs::metadata(&path)
                 .map_err(io(&path))?
@@ -54,7 +56,7 @@ pub fn load_or_create(state_dir: &Path, node: &str) -> Result<(WgKey, bool), Key
                     mode: mode & 0o777,
                 });
             }
-            let key = WgKey::from_base64(&text)
+            let key = WgPrivateKey::from_base64(&text)
                 .map_err(|_| KeyFileError::Invalid { path: path.clone() })?;
             return Ok((key, false));
         }
@@ -66,11 +68,11 @@ pub fn load_or_create(state_dir: &Path, node: &str) -> Result<(WgKey, bool), Key
     for d in [dir.as_path(), dir.parent().unwrap_or(&dir)] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).map_err(io(d))?;
     }
-    let mut bytes = [0u8; 32];
+    let mut bytes = Zeroizing::new([0u8; 32]);
     std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
+        .and_then(|mut f| f.read_exact(&mut *bytes))
         .map_err(io(Path::new("/dev/urandom")))?;
-    let key = WgKey(bytes);
+    let key = WgPrivateKey::from_bytes(*bytes);
     let tmp = dir.join(format!(".private.key.{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
@@ -79,7 +81,9 @@ pub fn load_or_create(state_dir: &Path, node: &str) -> Result<(WgKey, bool), Key
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(format!("{}\n", key.to_base64()).as_bytes())?;
+        let mut line = key.to_base64();
+        line.push('\n');
+        f.write_all(line.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         std::fs::File::open(&dir)?.sync_all()
@@ -166,7 +170,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let (k2, new2) = load_or_create(&dir, "n1").unwrap();
         assert!(!new2);
-        assert_eq!(k1, k2);
+        assert_eq!(k1.public_key(), k2.public_key());
         // A key others can read is refused rather than used.
         std::fs::set_permissions(key_path(&dir, "n1"), std::fs::Permissions::from_mode(0o644))
             .unwrap();
