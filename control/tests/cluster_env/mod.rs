@@ -1,6 +1,6 @@
 //! Shared by the cluster lab tests: the study lab's nodes without pods, the `ferry` and
 //! `ferry-cni` binaries run as a user and a container runtime would, and a guard for what a test
-//! makes outside the lab. (`#[path = "cluster/mod.rs"] mod cluster;`)
+//! makes outside the lab. (`#[path = "cluster_env/mod.rs"] mod cluster_env;`)
 #![allow(dead_code)]
 
 use std::io::Write;
