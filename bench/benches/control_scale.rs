@@ -30,7 +30,7 @@ fn scale(c: &mut Criterion) {
         b.iter(|| {
             let nc = NodeCompiler::new(&state, &me, CompileInputs::default()).expect("compiles");
             Tables::compile(&nc.spec(), 1).expect("valid tables")
-        })
+        });
     });
     let base = NodeCompiler::new(&state, &me, CompileInputs::default()).expect("compiles");
     for (what, node) in [("remote", 4321usize), ("local", 0)] {
@@ -50,7 +50,7 @@ fn scale(c: &mut Criterion) {
                     out
                 },
                 BatchSize::LargeInput,
-            )
+            );
         });
     }
     g.finish();

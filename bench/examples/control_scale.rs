@@ -72,7 +72,7 @@ fn main() {
             5e-3 / m.as_secs_f64()
         );
     }
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
     println!(
         "  memory (resident): cluster objects {:.1} MiB, compiler + tables {:.1} MiB",
         mib(rss_state.saturating_sub(rss0)),

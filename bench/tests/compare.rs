@@ -74,7 +74,9 @@ fn compare_short_measures_every_system_and_writes_the_report() {
         eprintln!("skipped: needs root for namespaces and AF_XDP");
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let d = temp_dir("full");
     let (json, svg, doc) = (d.join("c.json"), d.join("c.svg"), d.join("bench.md"));
     std::fs::write(&doc, "# Benchmarks\n\nHand-written text stays.\n").unwrap();
@@ -159,7 +161,9 @@ fn compare_cleans_up_after_ctrl_c_and_names_a_missing_tool() {
         eprintln!("skipped: needs root for namespaces and AF_XDP");
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // A missing tool is an error naming it, before anything is built.
     let out = Command::new(BIN)
         .args(["compare", "--short", "--systems", "testpmd", "--testpmd"])

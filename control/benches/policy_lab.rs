@@ -390,7 +390,7 @@ fn rfc2544_args(test: &str, gen_ns: &str, sink_ns: &str, trial: f64, out: &Path)
         "0.02",
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(std::string::ToString::to_string)
     .collect();
     a.extend(["--trial-secs".into(), trial.to_string()]);
     a.extend(["--json".into(), out.display().to_string()]);

@@ -62,7 +62,7 @@ fn write(me: &study::LabNode, out: &str) -> Result<(), Box<dyn std::error::Error
     };
     for i in 1..=me.pods {
         let src = pod_address(me, i);
-        for other in study::NODES.iter() {
+        for other in &study::NODES {
             for j in 1..=other.pods {
                 let dst = pod_address(other, j);
                 if dst == src {

@@ -139,7 +139,12 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
-        for v in self.veths.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for v in self
+            .veths
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
             if link_exists(v) {
                 let _ = Command::new("ip").args(["link", "del", v]).status();
             }

@@ -600,7 +600,7 @@ proptest! {
             }
             let snap = ipam.snapshot().unwrap();
             prop_assert_eq!(&snap.handles, &model);
-            let used: u32 = snap.blocks.iter().map(|b| b.used()).sum();
+            let used: u32 = snap.blocks.iter().map(cluster::ipam::Block::used).sum();
             prop_assert_eq!(used as usize, model.len());
             prop_assert!(snap.check().is_ok());
         }

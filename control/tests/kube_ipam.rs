@@ -335,7 +335,7 @@ fn client_verbs_and_statuses() {
     api.shared.fail.store(true, Ordering::Relaxed);
     match c.get(&r, "h1") {
         Err(e @ ApiError::Status { code: 500, .. }) => {
-            assert_eq!(e.to_string(), "HTTP 500: etcdserver: request timed out")
+            assert_eq!(e.to_string(), "HTTP 500: etcdserver: request timed out");
         }
         other => panic!("500: {other:?}"),
     }

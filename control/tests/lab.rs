@@ -42,7 +42,9 @@ fn pod_by_name(pod: &str) -> Ipv4Addr {
 /// Every cross-node pod pair pings and moves 10 MB over TCP intact — except, in Direct mode,
 /// pairs across the router, which has no pod routes (as in the study): those must fail.
 fn connectivity(mode: Mode, tag: &str) {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_LAB_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let lab = lab(tag);
     let fl = ferry(&lab, mode);
     let results = fl.matrix(10 << 20).unwrap();
@@ -103,7 +105,9 @@ fn vxlan_cross_subnet_connects_every_pod_pair() {
 /// k8s-w2 (same subnet) and one to a pod on k8s-w0 (across the router).
 #[test]
 fn the_wire_format_of_each_mode() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_LAB_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (w1, w2, w0) = ("192.168.10.101", "192.168.10.102", "192.168.20.100");
     let (p_w2, p_w0) = (pod_by_name("k8s-w2-pod1"), pod_by_name("k8s-w0-pod1"));
     let lab = lab("wf");
@@ -164,7 +168,9 @@ fn the_wire_format_of_each_mode() {
 /// a TCP transfer across the same path completes (path MTU discovery works through Ferry).
 #[test]
 fn path_mtu_over_ipip() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_LAB_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let lab = lab("mt");
     let fl = ferry(&lab, Mode::Ipip);
     let to = pod_by_name("k8s-w2-pod1").to_string();
@@ -196,7 +202,9 @@ fn path_mtu_over_ipip() {
 /// SIGKILL; a restarted Ferry forwards pod traffic again without touching the lab.
 #[test]
 fn node_traffic_survives_ferry_and_sigkill_and_restart_resumes() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_LAB_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let lab = lab("sk");
     let mut fl = ferry(&lab, Mode::Ipip);
     let nodes_ok = |fl: &FerryNodes| {
@@ -237,7 +245,9 @@ fn node_traffic_survives_ferry_and_sigkill_and_restart_resumes() {
 /// traffic runs: the valid transfer completes, the rest is counted by reason, Ferry stays up.
 #[test]
 fn malformed_flood_is_counted_and_valid_traffic_flows() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_LAB_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let lab = lab("fl");
     let fl = ferry(&lab, Mode::Vxlan);
     let blast = fl.tool("blast.py").to_string_lossy().to_string();
@@ -319,7 +329,9 @@ fn malformed_flood_is_counted_and_valid_traffic_flows() {
 /// refused (the running tables stay), and the transfer completes intact.
 #[test]
 fn sighup_reloads_without_dropping_traffic() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_LAB_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let lab = lab("hu");
     let fl = ferry(&lab, Mode::Ipip);
     let pid = fl.child("k8s-w1").unwrap().id();
@@ -330,7 +342,7 @@ fn sighup_reloads_without_dropping_traffic() {
             .args(["-HUP", &pid.to_string()])
             .status()
             .unwrap()
-            .success())
+            .success());
     };
     // Reload outcomes logged so far: each SIGHUP adds one ("published" or "reload failed").
     let outcomes = || {
@@ -387,7 +399,9 @@ fn sighup_reloads_without_dropping_traffic() {
 /// connects, and both workers carry traffic.
 #[test]
 fn two_workers_share_every_port() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_LAB_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut spec = Topology::study().spec().clone();
     spec.queues = 2;
     let topo = Topology::from_spec(spec).unwrap();

@@ -41,7 +41,7 @@ fn state(ports: &[&str]) -> (Arc<MetricsState>, Vec<Arc<WorkerShared>>) {
     workers[0].tables_generation.store(4, Ordering::Relaxed);
     let s = MetricsState::new(
         workers.clone(),
-        ports.iter().map(|p| p.to_string()).collect(),
+        ports.iter().map(std::string::ToString::to_string).collect(),
     );
     s.set_generation(4);
     s.observe_apply_latency(Duration::from_millis(30));

@@ -188,7 +188,12 @@ fn calico_policies_and_felix() {
     );
     let n = &s.calico_network_policies[&("external-ns".to_string(), "log-icmp".to_string())];
     assert_eq!(n.spec.ingress[0].action, Action::Log);
-    assert_eq!(n.spec.ingress[0].protocol.map(|p| p.number()), Some(1));
+    assert_eq!(
+        n.spec.ingress[0]
+            .protocol
+            .map(cluster::model::CalicoProtocol::number),
+        Some(1)
+    );
     assert_eq!(n.spec.ingress[1].action, Action::Pass);
     assert_eq!(n.spec.effective_types(), [PolicyType::Ingress]);
 

@@ -107,7 +107,7 @@ fn read_capture(path: &Path) -> Vec<(String, Vec<u8>)> {
                     .unwrap_or_default(),
             ),
             Block::EnhancedPacket(e) => {
-                out.push((names[e.interface_id as usize].clone(), e.data.to_vec()))
+                out.push((names[e.interface_id as usize].clone(), e.data.to_vec()));
             }
             _ => {}
         }
@@ -469,7 +469,7 @@ fn pcap_input_needs_a_port_and_corrupt_files_get_clear_errors() {
             "--out".into(),
             out.to_str().unwrap().into(),
         ];
-        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(extra.iter().map(std::string::ToString::to_string));
         a
     };
     let run = |a: Vec<String>| {

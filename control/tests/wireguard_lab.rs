@@ -936,7 +936,7 @@ fn wireguard_throughput_vs_wireguard_go() {
             "wireguard-go path does not ping"
         );
     }
-    let pids: Vec<u32> = wggo.iter().map(|c| c.id()).collect();
+    let pids: Vec<u32> = wggo.iter().map(testbeds::LabChild::id).collect();
     let go = iperf_pair(&pods[0].0, &pods[1].0, pods[1].1, secs, &pids);
     drop(wggo);
     for (n, name) in nodes.iter().zip(&names) {

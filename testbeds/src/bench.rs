@@ -158,7 +158,7 @@ pub fn run(
         let nodes = FerryNodes::start_with(lab, ferry, mode, ferry_args)?;
         let pids: Vec<u32> = NODES
             .iter()
-            .filter_map(|(n, _, _)| nodes.child(n).map(|c| c.id()))
+            .filter_map(|(n, _, _)| nodes.child(n).map(super::process::LabChild::id))
             .collect();
         let before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
         let (tcp, kpps, loss) = measure(lab, secs)?;
@@ -186,7 +186,7 @@ pub struct BenchSummary {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
+    v.sort_by(f64::total_cmp);
     match v.len() {
         0 => 0.0,
         n if n % 2 == 1 => v[n / 2],

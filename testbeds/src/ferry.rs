@@ -122,7 +122,7 @@ impl<'a> FerryNodes<'a> {
             mode,
             dir,
             children: Vec::new(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra: extra.iter().map(std::string::ToString::to_string).collect(),
         };
         let nodes: Vec<String> = lab
             .topology()

@@ -428,8 +428,11 @@ fn run(cli: Cli) -> Result<()> {
                             .iter()
                             .filter(|l| l.name != "lo" || !l.addrs.is_empty())
                             .map(|l| {
-                                let a: Vec<String> =
-                                    l.addrs.iter().map(|a| a.to_string()).collect();
+                                let a: Vec<String> = l
+                                    .addrs
+                                    .iter()
+                                    .map(std::string::ToString::to_string)
+                                    .collect();
                                 if a.is_empty() {
                                     l.name.clone()
                                 } else {
@@ -494,7 +497,7 @@ fn bench(
         lab.prefix().trim_end_matches('-'),
         seconds,
         std::thread::available_parallelism()
-            .map(|n| n.get())
+            .map(std::num::NonZero::get)
             .unwrap_or(0)
     );
     let args: Vec<&str> = ferry_args.iter().map(String::as_str).collect();

@@ -493,7 +493,7 @@ mod tests {
         let port = w1.link("caliw1p1").unwrap();
         assert_eq!(port.mac.unwrap().to_string(), "ee:ee:ee:ee:ee:ee");
         assert!(port.proxy_arp);
-        let routes: Vec<String> = w1.routes.iter().map(|r| r.args()).collect();
+        let routes: Vec<String> = w1.routes.iter().map(super::RoutePlan::args).collect();
         assert_eq!(
             routes,
             [
@@ -524,7 +524,7 @@ mod tests {
             .unwrap()
             .addrs
             .iter()
-            .map(|a| a.to_string())
+            .map(std::string::ToString::to_string)
             .collect();
         assert_eq!(lo, ["10.1.1.254/32", "10.1.2.254/32"]);
         let br20 = r.link("br20").unwrap();
@@ -570,7 +570,7 @@ mod tests {
             .unwrap()
             .routes
             .iter()
-            .map(|r| r.args())
+            .map(super::RoutePlan::args)
             .collect();
         assert!(routes.contains(&"172.16.34.0/26 via 192.168.20.100 dev br20".to_string()));
         assert_eq!(routes.len(), 4);

@@ -62,7 +62,10 @@ impl LabChild {
 
     /// The process id (also its process group id).
     pub fn id(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+        self.child
+            .as_ref()
+            .map(std::process::Child::id)
+            .unwrap_or(0)
     }
 
     pub fn label(&self) -> &str {

@@ -148,7 +148,7 @@ fn ns_status(ns: &NsPlan, netns: &str, problems: &mut Vec<String>) -> Result<NsS
         Some(Err(e)) => return Err(bad_json(Some(e))),
         None => Value::Array(Vec::new()),
     };
-    let live: &[Value] = addrs.as_array().map(|a| a.as_slice()).unwrap_or(&[]);
+    let live: &[Value] = addrs.as_array().map(std::vec::Vec::as_slice).unwrap_or(&[]);
     let who = format!("{} {}", ns.role, ns.target);
 
     let mut links = Vec::new();
@@ -237,7 +237,10 @@ fn ns_status(ns: &NsPlan, netns: &str, problems: &mut Vec<String>) -> Result<NsS
         });
     }
 
-    let live_routes: &[Value] = routes.as_array().map(|a| a.as_slice()).unwrap_or(&[]);
+    let live_routes: &[Value] = routes
+        .as_array()
+        .map(std::vec::Vec::as_slice)
+        .unwrap_or(&[]);
     let mut rs = Vec::new();
     for r in &ns.routes {
         let dst = r

@@ -133,7 +133,7 @@ pub fn netns_list() -> Result<Vec<String>, LabError> {
         }
     };
     let mut names: Vec<String> = dir
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
     names.sort();
@@ -174,7 +174,7 @@ pub fn pids_in(namespaces: &[String]) -> Vec<(i32, String)> {
         return Vec::new();
     };
     let mut found = Vec::new();
-    for e in proc.filter_map(|e| e.ok()) {
+    for e in proc.filter_map(std::result::Result::ok) {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };

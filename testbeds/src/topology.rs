@@ -731,7 +731,12 @@ mod tests {
             t.spec().pool.map(|p| p.to_string()).as_deref(),
             Some(study::POOL)
         );
-        let lo: Vec<String> = t.router().loopbacks.iter().map(|l| l.to_string()).collect();
+        let lo: Vec<String> = t
+            .router()
+            .loopbacks
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect();
         assert_eq!(lo, ["10.1.1.254/32", "10.1.2.254/32"]);
         assert!(!t.router().pod_routes);
     }

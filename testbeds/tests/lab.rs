@@ -533,7 +533,7 @@ fn the_command_line_round_trip() {
     );
     let json = lab(&["status", "--json"]);
     let v: Value = serde_json::from_slice(&json.stdout).expect("status --json");
-    assert_eq!(v["namespaces"].as_array().map(|a| a.len()), Some(11));
+    assert_eq!(v["namespaces"].as_array().map(std::vec::Vec::len), Some(11));
 
     let ping = lab(&[
         "exec",

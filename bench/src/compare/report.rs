@@ -169,8 +169,8 @@ pub fn svg(rep: &Report) -> String {
             y0 + ph
         );
         for k in 0..=4 {
-            let v = vmax * k as f64 / 4.0;
-            let y = y0 + ph - ph * k as f64 / 4.0;
+            let v = vmax * f64::from(k) / 4.0;
+            let y = y0 + ph - ph * f64::from(k) / 4.0;
             let _ = writeln!(
                 o,
                 r##"<line x1="{left}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.0}" y="{:.1}" text-anchor="end">{v:.2}</text>"##,

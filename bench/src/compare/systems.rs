@@ -283,7 +283,7 @@ pub(super) fn start_system(sys: System, lab: &Lab, cfg: &CompareConfig) -> Resul
                 "5",
             ]
             .iter()
-            .map(|s| s.to_string())
+            .map(std::string::ToString::to_string)
             .collect();
             if cfg.gen_core == cfg.fwd_core {
                 bail!("testpmd needs two lcores: give --fwd-core different from --gen-core");
@@ -324,7 +324,7 @@ pub(super) fn start_system(sys: System, lab: &Lab, cfg: &CompareConfig) -> Resul
                 FERRY_METRICS,
             ]
             .iter()
-            .map(|s| s.to_string())
+            .map(std::string::ToString::to_string)
             .collect();
             if sys == System::FerryZeroWork {
                 argv.push("--zero-work".into());

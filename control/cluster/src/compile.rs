@@ -25,7 +25,7 @@
 //!   are reproducible.
 
 use crate::ipam::IpamState;
-use crate::model::{ClusterState, Kind, Node, Object, ObjectKey, Pod};
+use crate::model::{ClusterState, Deployment, Kind, Node, Object, ObjectKey, Pod};
 use crate::source::Change;
 use pipeline::tables::*;
 use pipeline::wire::MacAddr;
@@ -489,7 +489,7 @@ impl NodeCompiler {
                     .deployments
                     .values()
                     .filter(|d| d.metadata.namespace() == key.0)
-                    .flat_map(|d| d.pods())
+                    .flat_map(Deployment::pods)
                     .find(|p| p.metadata.name == key.1);
                 Ok(self.set_pod(key, from_deployment.as_ref()))
             }
@@ -523,10 +523,12 @@ impl NodeCompiler {
                 Ok(self.nodes.remove(name).is_some())
             }
             // Objects that do not shape routes.
-            Change::Applied(Object::Namespace(_) | Object::NetworkPolicy(_))
-            | Change::Applied(Object::CalicoNetworkPolicy(_) | Object::GlobalNetworkPolicy(_)) => {
-                Ok(false)
-            }
+            Change::Applied(
+                Object::Namespace(_)
+                | Object::NetworkPolicy(_)
+                | Object::CalicoNetworkPolicy(_)
+                | Object::GlobalNetworkPolicy(_),
+            ) => Ok(false),
             Change::Deleted(ObjectKey {
                 kind:
                     Kind::Namespace
@@ -650,10 +652,10 @@ impl NodeCompiler {
             let owner = bs.owner.as_deref();
             match owner {
                 Some(o) if o == self.name => {
-                    routes.push(RouteSpec::to(*block, RouteTarget::Blackhole))
+                    routes.push(RouteSpec::to(*block, RouteTarget::Blackhole));
                 }
                 Some(o) if self.nodes.contains_key(o) => {
-                    routes.push(RouteSpec::to_peer(*block, o.to_string()))
+                    routes.push(RouteSpec::to_peer(*block, o.to_string()));
                 }
                 _ => {}
             }

@@ -576,14 +576,11 @@ impl Parser<'_> {
     fn string(&mut self) -> PResult<String> {
         self.skip_ws();
         let start = self.pos;
-        let quote = match self.peek() {
-            Some(q @ (b'\'' | b'"')) => q,
-            _ => {
-                return Err(self.error(
-                    start,
-                    format!("expected a quoted string, found {}", self.found()),
-                ))
-            }
+        let Some(quote @ (b'\'' | b'"')) = self.peek() else {
+            return Err(self.error(
+                start,
+                format!("expected a quoted string, found {}", self.found()),
+            ));
         };
         let body = start + 1;
         match self.bytes[body..].iter().position(|&c| c == quote) {

@@ -179,7 +179,7 @@ fn openmetrics_to_text(om: &str) -> String {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A label value written with the exposition format's escapes (`\\`, `\"`, `\n`):
@@ -497,7 +497,7 @@ pub fn serve(
                 {
                     tracing::error!("metrics server on {local} stopped: {e}");
                 }
-            })
+            });
         })
         .context("cannot start the metrics thread")?;
     Ok(local)

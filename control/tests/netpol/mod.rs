@@ -88,7 +88,7 @@ impl Reachability {
     /// Sets every pair whose source matches `from` and destination matches `to` (patterns:
     /// `*`, `x/*`, `*/a`, `x/a`). Later calls override earlier ones.
     pub(crate) fn expect(mut self, from: &str, to: &str, allowed: bool) -> Self {
-        for ((f, t), v) in self.expected.iter_mut() {
+        for ((f, t), v) in &mut self.expected {
             if matches(from, f) && matches(to, t) {
                 *v = allowed;
             }
@@ -99,7 +99,7 @@ impl Reachability {
     /// The table with loopback allowed.
     pub(crate) fn with_loopback(&self) -> BTreeMap<(String, String), bool> {
         let mut m = self.expected.clone();
-        for ((f, t), v) in m.iter_mut() {
+        for ((f, t), v) in &mut m {
             if f == t {
                 *v = true;
             }

@@ -225,16 +225,16 @@ fn bench_lookups(c: &mut Criterion, f: &Fixture) {
     group.sample_size(10);
     let addrs = &f.addrs[..];
     group.bench_with_input(BenchmarkId::new("ferry", "single"), addrs, |b, a| {
-        b.iter(|| ferry_single(&f.lpm, black_box(a)))
+        b.iter(|| ferry_single(&f.lpm, black_box(a)));
     });
     group.bench_with_input(BenchmarkId::new("prefix-trie", "single"), addrs, |b, a| {
-        b.iter(|| trie_single(&f.trie, black_box(a)))
+        b.iter(|| trie_single(&f.trie, black_box(a)));
     });
     group.bench_with_input(BenchmarkId::new("ferry", "batch64"), addrs, |b, a| {
-        b.iter(|| ferry_batch(&f.lpm, black_box(a)))
+        b.iter(|| ferry_batch(&f.lpm, black_box(a)));
     });
     group.bench_with_input(BenchmarkId::new("prefix-trie", "batch64"), addrs, |b, a| {
-        b.iter(|| trie_batch(&f.trie, black_box(a)))
+        b.iter(|| trie_batch(&f.trie, black_box(a)));
     });
     group.finish();
 }

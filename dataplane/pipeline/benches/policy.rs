@@ -167,7 +167,7 @@ fn bench(c: &mut Criterion) {
                     .map(Vec::as_slice)
                     .collect();
                 black_box(process(t, &mut p, &refs, &mut buf, 2))
-            })
+            });
         });
     }
     g.finish();
@@ -189,7 +189,7 @@ fn bench(c: &mut Criterion) {
                     .map(Vec::as_slice)
                     .collect();
                 black_box(process(t, &mut p, &refs, &mut buf, now))
-            })
+            });
         });
         assert!(
             p.stats().ct_created >= p.stats().ct_established,

@@ -37,7 +37,7 @@ fn aead(c: &mut Criterion) {
                     )
                     .expect("seal");
                 black_box(tag.as_ref()[0]);
-            })
+            });
         });
         // A sealed message to open again and again (opening does not change the input here:
         // the plaintext goes to a copy).
@@ -62,7 +62,7 @@ fn aead(c: &mut Criterion) {
                     )
                     .expect("open");
                 black_box(p.len());
-            })
+            });
         });
     }
     g.finish();
@@ -111,7 +111,7 @@ fn device(c: &mut Criterion) {
                     Encapsulated::Data { len, .. } => black_box(len),
                     r => panic!("{r:?}"),
                 },
-            )
+            );
         });
     }
     g.finish();

@@ -130,7 +130,8 @@ impl Runtime {
                 steering.push(s);
             }
         }
-        let shared: Vec<Arc<WorkerShared>> = workers.iter().map(|w| w.shared()).collect();
+        let shared: Vec<Arc<WorkerShared>> =
+            workers.iter().map(super::worker::Worker::shared).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let mut runtime = Runtime {
             ports,
@@ -169,7 +170,7 @@ impl Runtime {
         let local = local_prefixes(&tables);
         let wg_port = steered_wireguard_port(&tables, self.wireguard);
         let mut result = Ok(());
-        for s in self.steering.iter_mut() {
+        for s in &mut self.steering {
             if s.role() == Role::Uplink {
                 if let Err(e) = s
                     .set_local_prefixes(&local)
@@ -192,7 +193,9 @@ impl Runtime {
 
     /// Whether a worker thread has ended (it only ends on a fatal error or when stopped).
     pub fn failed(&self) -> bool {
-        self.handles.iter().any(|h| h.is_finished())
+        self.handles
+            .iter()
+            .any(std::thread::JoinHandle::is_finished)
     }
 
     /// Stops the workers, closes the sockets and detaches the programs.

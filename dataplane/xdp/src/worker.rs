@@ -186,7 +186,9 @@ impl Worker {
         };
         let mut out = std::mem::take(&mut self.wg_tx);
         {
-            let mut g = dev.lock().unwrap_or_else(|e| e.into_inner());
+            let mut g = dev
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             pipeline::pipeline::sync_wireguard(&mut g, tables);
             let Worker {
                 umem,
@@ -303,7 +305,7 @@ impl Worker {
                 } else {
                     let mut packets = recycle(std::mem::take(&mut packet_store));
                     let chunk_size = self.umem.chunk_size() as usize;
-                    for d in rx.iter_mut() {
+                    for d in &mut rx {
                         // `recv` keeps descriptors inside their chunk; an empty frame (dropped
                         // as malformed) stands in should that ever not hold, so every frame has
                         // its packet and the two stay in step.
@@ -318,7 +320,9 @@ impl Worker {
                     }
                     match &self.wg {
                         Some(dev) if tables.wireguard.is_some() => {
-                            let mut g = dev.lock().unwrap_or_else(|e| e.into_inner());
+                            let mut g = dev
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
                             self.pipeline
                                 .process_wireguard(&tables, &mut packets, now_ns, &mut g);
                         }

@@ -759,7 +759,7 @@ mod tests {
         let (umem, mut frames) = Umem::new(8, 2048).unwrap();
         assert_eq!(frames.len(), 8);
         let addrs: std::collections::BTreeSet<u64> =
-            frames.iter().map(|f| f.chunk_addr()).collect();
+            frames.iter().map(super::XskFrame::chunk_addr).collect();
         assert_eq!(addrs.len(), 8);
         let c = umem.chunk_mut(&mut frames[3]);
         assert_eq!(c.len(), 2048);

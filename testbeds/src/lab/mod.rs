@@ -419,7 +419,7 @@ impl Lab {
         // Temporary files of writers that died between writing and renaming.
         let stale = format!("{PREFIX_ROOT}{id}.json.");
         if let Ok(dir) = fs::read_dir(STATE_DIR) {
-            for e in dir.filter_map(|e| e.ok()) {
+            for e in dir.filter_map(std::result::Result::ok) {
                 if e.file_name().to_string_lossy().starts_with(&stale) {
                     let _ = fs::remove_file(e.path());
                 }
@@ -433,7 +433,7 @@ impl Lab {
     pub fn list() -> Result<Vec<LabInfo>, LabError> {
         let mut ids: Vec<String> = Vec::new();
         if let Ok(dir) = fs::read_dir(STATE_DIR) {
-            for e in dir.filter_map(|e| e.ok()) {
+            for e in dir.filter_map(std::result::Result::ok) {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if let Some(id) = name
                     .strip_prefix(PREFIX_ROOT)

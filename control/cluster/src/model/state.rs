@@ -60,7 +60,7 @@ impl ClusterState {
             Object::IpPool(o) => drop(self.ip_pools.insert(name, o)),
             Object::FelixConfiguration(o) => drop(self.felix_configurations.insert(name, o)),
             Object::CalicoNetworkPolicy(o) => {
-                drop(self.calico_network_policies.insert((ns, name), o))
+                drop(self.calico_network_policies.insert((ns, name), o));
             }
             Object::GlobalNetworkPolicy(o) => drop(self.global_network_policies.insert(name, o)),
         }

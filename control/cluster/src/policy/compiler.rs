@@ -6,8 +6,8 @@
 use super::{pod_addr, proto_number, Compiled, PodEndpoint, PolicyError};
 use crate::ipam::IPADDRS_ANNOTATION;
 use crate::model::{
-    CalicoPolicy, CalicoPort, ClusterState, EntityRule, IntOrString, LabelSelector, NetworkPolicy,
-    NetworkPolicyPeer, NetworkPolicyPort, Pod, PolicyType,
+    CalicoPolicy, CalicoPort, CalicoProtocol, ClusterState, EntityRule, IntOrString, LabelSelector,
+    NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, Pod, PolicyType,
 };
 use crate::selector::Selector;
 use pipeline::policy::{
@@ -408,7 +408,7 @@ impl<'a> Compiler<'a> {
                     &r.destination,
                     &format!("{field}.destination"),
                 )?;
-                let proto = r.protocol.map(|p| p.number());
+                let proto = r.protocol.map(CalicoProtocol::number);
                 let to_ports = |list: &[CalicoPort]| {
                     let mut out = Ports::default();
                     for port in list {
@@ -443,7 +443,7 @@ impl<'a> Compiler<'a> {
                 rules[k].push(Template {
                     base: Rule {
                         protocol: proto,
-                        not_protocol: r.not_protocol.map(|p| p.number()),
+                        not_protocol: r.not_protocol.map(CalicoProtocol::number),
                         not_ports,
                         src,
                         not_src,

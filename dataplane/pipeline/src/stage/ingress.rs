@@ -250,6 +250,6 @@ fn decap_wireguard(
 fn checked_inner(bytes: &[u8]) -> Result<Ipv4Packet<&[u8]>, Verdict> {
     Ipv4Packet::new_checked(bytes)
         .ok()
-        .filter(|ip| ip.verify_checksum())
+        .filter(super::super::wire::ipv4::Ipv4Packet::verify_checksum)
         .ok_or(Verdict::Drop(DropReason::MalformedInner))
 }

@@ -57,7 +57,7 @@ impl FromStr for MacAddr {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut out = [0u8; 6];
         let mut parts = s.split([':', '-']);
-        for o in out.iter_mut() {
+        for o in &mut out {
             let p = parts.next().ok_or_else(|| ParseMacError(s.to_string()))?;
             if p.is_empty() || p.len() > 2 {
                 return Err(ParseMacError(s.to_string()));
