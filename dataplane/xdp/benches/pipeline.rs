@@ -44,6 +44,10 @@
 //! slope estimate with its interval) and Mpps per path, read back from criterion's estimates.
 //! Results and profile: `docs/benchmarks.md (Pipeline)`. Under `cargo test --benches` (or
 //! `-- --test`) each bench runs once, after the verification: a smoke test of the setup.
+//!
+//! One file on purpose (about 900 lines): the big node, the frame templates, the batch buffers
+//! and the groups are one benchmark, and each group's figure is read against the others. It
+//! lives in the xdp crate for `xdp::cache::flush`, the cold group's CLFLUSH.
 #![forbid(unsafe_code)]
 
 use std::cell::RefCell;
