@@ -494,7 +494,7 @@ fn replay(
         summary.output_packets,
         output.display()
     );
-    let mut counts = control::cli::table::new(&[]);
+    let mut counts = texttable::new(&[]);
     for (what, by) in [
         ("tx", &summary.tx_by_port),
         ("drop", &summary.pipeline.drops),
@@ -532,7 +532,7 @@ fn tables_check(file: PathBuf) -> Result<()> {
     );
     let mut routes = t.routes.clone();
     routes.sort_by_key(|r| (std::cmp::Reverse(r.prefix.len), r.prefix.addr));
-    let mut table = control::cli::table::new(&[]);
+    let mut table = texttable::new(&[]);
     for r in routes {
         let a = &t.adjacencies[r.adjacency as usize];
         let port = t

@@ -19,8 +19,8 @@
 //! spawn, capture, status), [`process`] (guarded child processes), [`tables`] (each node's
 //! forwarding tables for Ferry, derived from the topology), [`netns`] (namespaces made outside
 //! a lab, under the same teardown), [`tempdir`] (scratch directories that remove themselves),
-//! [`cpu`] (CPU accounting for benchmarks), [`sys`] (the one command runner), [`table`] (the one
-//! table printer of `ferry-lab` and `ferry-bench`).
+//! [`cpu`] (CPU accounting for benchmarks), [`sys`] (the one command runner). Tables for people go
+//! through the `texttable` crate, the one printer of every CLI.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
@@ -38,7 +38,6 @@ pub mod plan;
 pub mod process;
 pub mod status;
 pub mod sys;
-pub mod table;
 pub mod tables;
 pub mod tempdir;
 pub mod topology;

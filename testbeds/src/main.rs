@@ -394,7 +394,7 @@ fn run(cli: Cli) -> Result<()> {
                     },
                 ]);
             }
-            print!("{}", testbeds::table::render::<&str, _, _>(&[], rows));
+            print!("{}", texttable::render::<&str, _, _>(&[], rows));
             Ok(())
         }
         Cmd::Tables { node, ipip, vxlan } => {
@@ -442,8 +442,8 @@ fn run(cli: Cli) -> Result<()> {
                             .collect();
                         rows.push([ns.role.to_string(), ns.target.clone(), links.join("; ")]);
                     }
-                    let table = testbeds::table::render::<&str, _, _>(&[], rows);
-                    print!("{}", testbeds::table::indent("  ", &table));
+                    let table = texttable::render::<&str, _, _>(&[], rows);
+                    print!("{}", texttable::indent("  ", &table));
                 }
             }
             Ok(())
@@ -555,7 +555,7 @@ fn bench(
         "CPU s",
         "vs kernel",
     ];
-    print!("{}", testbeds::table::render(&head, table));
+    print!("{}", texttable::render(&head, table));
     let rows = summary;
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&rows)? + "\n")
@@ -633,8 +633,8 @@ fn test(
                 (if r.ok() { "as expected" } else { "UNEXPECTED" }).to_string(),
             ]);
         }
-        let matrix = testbeds::table::render::<&str, _, _>(&[], matrix);
-        print!("{}", testbeds::table::indent("  ", &matrix));
+        let matrix = texttable::render::<&str, _, _>(&[], matrix);
+        print!("{}", texttable::indent("  ", &matrix));
         let mut wire = Vec::new();
         for same in [true, false] {
             let Some(p) = peer_pod(same) else { continue };
@@ -689,7 +689,7 @@ fn test(
     );
     let rx = format!("{} rx", w.node);
     let head = ["mode", "reached", "as exp.", "wire same", "wire other", &rx];
-    print!("{}", testbeds::table::render(&head, summary));
+    print!("{}", texttable::render(&head, summary));
     println!("\nDirect mode reaches only the same subnet: the router has no pod routes (as in the study).");
     drop(lab);
     println!("lab torn down");

@@ -316,8 +316,8 @@ impl fmt::Display for LabStatus {
                     role,
                 ]);
             }
-            let links = crate::table::render::<&str, _, _>(&[], links);
-            write!(f, "{}", crate::table::indent("  ", &links))?;
+            let links = texttable::render::<&str, _, _>(&[], links);
+            write!(f, "{}", texttable::indent("  ", &links))?;
             for r in &ns.routes {
                 writeln!(
                     f,

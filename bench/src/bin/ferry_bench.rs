@@ -481,7 +481,7 @@ fn main() -> Result<()> {
                     "trial_secs": trial_secs, "results": results }),
                 )?;
             }
-            println!("\n{}", testbeds::table::render(&SIZE_TABLE_HEADER, &rows));
+            println!("\n{}", texttable::render(&SIZE_TABLE_HEADER, &rows));
             s.finish()?;
             Ok(())
         }

@@ -72,7 +72,7 @@ pub fn table(rep: &Report, markdown: bool) -> String {
         })
         .collect();
     if !markdown {
-        return testbeds::table::render(&head, rows);
+        return texttable::render(&head, rows);
     }
     let mut out = String::new();
     let _ = writeln!(out, "| {} |", head.join(" | "));
@@ -96,7 +96,7 @@ pub fn targets_text(rep: &Report, markdown: bool) -> String {
         [t.target.clone(), r, t.required.clone(), met.to_string()]
     });
     if !markdown {
-        return testbeds::table::render(&["target", "ratio", "required", "met"], rows);
+        return texttable::render(&["target", "ratio", "required", "met"], rows);
     }
     let mut out = String::new();
     let _ = writeln!(

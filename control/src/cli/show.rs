@@ -2,10 +2,10 @@
 //! and `ferry node status`. Each function renders text (tables through [`super::table`]), so
 //! the output is tested as a user reads it.
 
-use super::table;
 use crate::ipam::IpamState;
 use cluster::model::{ClusterState, IpPool};
 use pipeline::tables::EncapMode;
+use texttable as table;
 
 fn mode(m: EncapMode) -> &'static str {
     match m {

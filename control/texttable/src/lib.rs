@@ -1,6 +1,11 @@
-//! The one table printer of `ferry`'s views, on comfy-table, in the look of calicoctl's Go
-//! tabwriter output: left-aligned columns three spaces apart, no borders, no trailing
-//! whitespace. Every view that prints a table builds it with [`new`], so they all look alike.
+//! The one table printer of Ferry's command lines — `ferry`'s calicoctl-like views, `ferry-lab`
+//! and `ferry-bench` — on comfy-table, in the look of calicoctl's Go tabwriter output:
+//! left-aligned columns three spaces apart, no borders, no trailing whitespace. Every table a
+//! person reads in a terminal is built here, with [`new`] or [`render`], so they all look alike.
+//!
+//! What lives here: text tables. What may not: anything else (Markdown tables written into docs
+//! are their writers' own; no I/O: callers print the rendered text).
+#![forbid(unsafe_code)]
 
 use comfy_table::{presets, CellAlignment, ContentArrangement};
 use std::fmt;
@@ -60,9 +65,48 @@ impl fmt::Display for Table {
     }
 }
 
+/// `rows` under `header` (no header line when `header` is empty), one line per row, each
+/// ending in a newline: [`new`] and [`Table::row`] in one call.
+pub fn render<H, R, C>(header: &[H], rows: R) -> String
+where
+    H: AsRef<str>,
+    R: IntoIterator,
+    R::Item: IntoIterator<Item = C>,
+    C: ToString,
+{
+    let header: Vec<&str> = header.iter().map(AsRef::as_ref).collect();
+    let mut table = new(&header);
+    for row in rows {
+        table.row(row.into_iter().map(|c| c.to_string()));
+    }
+    table.to_string()
+}
+
+/// `text` (a rendered table) with `prefix` in front of every line: a table nested under a
+/// heading.
+pub fn indent(prefix: &str, text: &str) -> String {
+    text.lines().map(|l| format!("{prefix}{l}\n")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rendered_rows_are_three_spaces_apart_without_trailing_space() {
+        let out = render(
+            &["NAME", "STATE", "NOTE"],
+            [vec!["a", "up", ""], vec!["longer", "down", "x"]],
+        );
+        assert_eq!(
+            out,
+            "NAME     STATE   NOTE\n\
+             a        up\n\
+             longer   down    x\n"
+        );
+        assert_eq!(render::<&str, _, _>(&[], [["k", "v"]]), "k   v\n");
+        assert_eq!(indent("  ", "a   b\nc\n"), "  a   b\n  c\n");
+    }
 
     #[test]
     fn columns_are_left_aligned_three_spaces_apart_without_trailing_spaces() {
