@@ -147,6 +147,19 @@ impl Object {
         }
     }
 
+    /// What every object gets however it arrived (manifest document or API): the namespace of
+    /// namespaced kinds defaulted to `default`, cluster-scoped ones without one, then validated.
+    pub(super) fn finish(&mut self) -> Result<(), String> {
+        let namespaced = self.kind().namespaced();
+        let m = self.metadata_mut();
+        if namespaced {
+            m.namespace.get_or_insert_with(|| "default".to_string());
+        } else {
+            m.namespace = None;
+        }
+        self.validate()
+    }
+
     pub(super) fn validate(&self) -> Result<(), String> {
         if self.metadata().name.is_empty() {
             return Err("metadata.name: empty".into());
@@ -181,13 +194,7 @@ impl Object {
             return Ok(None);
         };
         let mut object = decode(kind, v).map_err(|e| e.to_string())?;
-        let m = object.metadata_mut();
-        if kind.namespaced() {
-            m.namespace.get_or_insert_with(|| "default".to_string());
-        } else {
-            m.namespace = None;
-        }
-        object.validate()?;
+        object.finish()?;
         Ok(Some(object))
     }
 }

@@ -143,21 +143,14 @@ fn skipped(origin: &str, doc: usize, api: &str, kind: &str, name: &Option<String
     }
 }
 
-/// Defaults the namespace of namespaced kinds, drops it from cluster-scoped ones, validates.
+/// The object finished ([`Object::finish`]) with where it came from.
 fn finish(
     mut object: Object,
     file: &str,
     document: usize,
     item: Option<usize>,
 ) -> Result<Located, String> {
-    let kind = object.kind();
-    let m = object.metadata_mut();
-    if kind.namespaced() {
-        m.namespace.get_or_insert_with(|| "default".to_string());
-    } else {
-        m.namespace = None;
-    }
-    object.validate()?;
+    object.finish()?;
     Ok(Located {
         origin: Origin {
             file: file.to_string(),
